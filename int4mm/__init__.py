@@ -1,0 +1,57 @@
+"""int4mm: fp16 activations x 4-bit quantized weights on NVIDIA tensor cores.
+
+Works with any array exposing ``__cuda_array_interface__`` (PyTorch, CuPy,
+Numba, JAX); the core has no torch dependency.  See ``int4mm.reference`` for
+the exact formats (numpy oracle) and ``python -m int4mm info`` for the build.
+"""
+
+from __future__ import annotations
+
+from . import reference
+from ._api import (
+    LAYOUT,
+    PreparedWeight,
+    chosen_path,
+    matmul,
+    pack_dense,
+    pack_sparse,
+    prepare,
+    unpack_dense,
+    unpack_sparse,
+    validate_sparse_mask,
+)
+from ._info import info, is_available
+from ._version import __version__
+from .errors import (
+    BadDataError,
+    CUDAError,
+    Int4mmError,
+    Int4mmTypeError,
+    Int4mmValueError,
+    NoDeviceError,
+    UnsupportedDeviceError,
+)
+
+__all__ = [
+    "LAYOUT",
+    "BadDataError",
+    "CUDAError",
+    "Int4mmError",
+    "Int4mmTypeError",
+    "Int4mmValueError",
+    "NoDeviceError",
+    "PreparedWeight",
+    "UnsupportedDeviceError",
+    "__version__",
+    "chosen_path",
+    "info",
+    "is_available",
+    "matmul",
+    "pack_dense",
+    "pack_sparse",
+    "prepare",
+    "reference",
+    "unpack_dense",
+    "unpack_sparse",
+    "validate_sparse_mask",
+]

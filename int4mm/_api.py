@@ -1,0 +1,386 @@
+"""The public operations: matmul, prepare, pack/unpack.
+
+Each function reads its arguments' CUDA array interfaces, checks every rule
+with a message naming the argument, picks the launch stream, and makes one
+bridge call.  Wrong input never reaches a kernel.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import _arrays as A
+from .errors import Int4mmTypeError, Int4mmValueError
+
+_PATHS = {"auto": 0, "small_m": 1, "large_m": 2}
+_PATH_NAMES = {v: k for k, v in _PATHS.items()}
+
+#: Version of the file format written by :meth:`PreparedWeight.save`: the
+#: interchange arrays of docs/FORMATS.md plus metadata.  Kernel-specific
+#: layouts are derived again on load, for whichever GPU loads them.
+LAYOUT = "raw-v1"
+
+#: Names of the kernel-specific layouts (INT4MM_LAYOUT_* in int4mm.h).
+_LAYOUT_NAMES = {0: "raw", 1: "sm90-wgmma"}
+
+
+# --------------------------------------------------------------------------- weights
+
+
+class PreparedWeight:
+    """Quantized weights checked once and kept ready for :func:`matmul`.
+
+    Build with :func:`prepare`.  Holds references to the device arrays (so
+    they stay alive), their parsed interfaces, and the problem geometry, so a
+    call only has to read ``x`` and ``out``.  ``save``/``load`` round-trip it
+    through a ``.npz`` file.
+    """
+
+    __slots__ = (
+        "K",
+        "N",
+        "_layout_id",
+        "_pview",
+        "_views",
+        "device",
+        "group_size",
+        "layout",
+        "mask",
+        "prepared",
+        "qweight",
+        "scales",
+        "sparse",
+        "zeros",
+    )
+
+    def __repr__(self):
+        kind = "16:32 sparse" if self.sparse else "dense"
+        g = "per-channel" if self.group_size == self.K else f"group {self.group_size}"
+        return (f"PreparedWeight(K={self.K}, N={self.N}, {kind}, {g}, device={self.device}, "
+                f"layout={self.layout!r})")
+
+    @property
+    def shape(self):
+        """``(K, N)``: in_features, out_features."""
+        return (self.K, self.N)
+
+    def save(self, path) -> None:
+        """Write the weights (copied to the host) and metadata to ``path`` (.npz)."""
+        import numpy as np
+
+        meta = {"K": self.K, "N": self.N, "group_size": self.group_size,
+                "sparse": self.sparse, "layout": self.layout, "format_version": 1}
+        arrays = {name: _to_host(getattr(self, name), name)
+                  for name in ("qweight", "scales", "zeros", "mask")
+                  if getattr(self, name) is not None}
+        with open(path, "wb") as f:
+            np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                     **arrays)
+
+    @classmethod
+    def load(cls, path, device: int = 0) -> PreparedWeight:
+        """Read a file written by :meth:`save` onto GPU ``device``."""
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as data:
+            if "__meta__" not in data:
+                raise Int4mmValueError(f"{path}: not an int4mm PreparedWeight file (no metadata)")
+            meta = json.loads(bytes(data["__meta__"]).decode())
+            if meta.get("format_version") != 1 or meta.get("layout") != LAYOUT:
+                raise Int4mmValueError(
+                    f"{path}: layout {meta.get('layout')!r} version {meta.get('format_version')} "
+                    f"is not readable by this int4mm (expects {LAYOUT!r} version 1)"
+                )
+            host = {k: np.ascontiguousarray(data[k]) for k in ("qweight", "scales", "zeros", "mask")
+                    if k in data}
+        DA = A.native().DeviceArray
+        dev = {k: DA.from_host(v, device) for k, v in host.items()}
+        w = prepare(dev["qweight"], dev["scales"], dev["zeros"], mask=dev.get("mask"),
+                    validate=False)
+        if (w.K, w.N, w.group_size) != (meta["K"], meta["N"], meta["group_size"]):
+            raise Int4mmValueError(f"{path}: arrays disagree with the metadata {meta}")
+        return w
+
+
+def _to_host(obj, name):
+    return A.native().copy_to_host(A.view(obj, name))
+
+
+def _weight_views(qweight, scales, zeros, mask, K, group_size):
+    """Check the weight arrays; return (views, K, N, group_size, sparse)."""
+    qv = A.check(A.view(qweight, "qweight"), "qweight", typestr=A.INT32, ndim=2)
+    sparse = mask is not None
+    rows, N = qv.shape
+    if K is None:
+        K = rows * (16 if sparse else 8)
+    per_word = 16 if sparse else 8
+    if rows * per_word != K:
+        raise Int4mmValueError(
+            f"qweight: shape {tuple(qv.shape)} does not match K = {K}: expected "
+            f"({K} // {per_word}, N) = ({K // per_word}, N) for a "
+            f"{'16:32 sparse' if sparse else 'dense'} weight"
+        )
+    if N <= 0 or N % 8:
+        raise Int4mmValueError(f"qweight: N = {N} (out_features) must be a positive multiple of 8")
+    if K <= 0 or K % (32 if sparse else 8):
+        raise Int4mmValueError(
+            f"K = {K} (in_features) must be a positive multiple of {32 if sparse else 8}"
+            f"{' for 16:32 sparse weights' if sparse else ''}"
+        )
+    mv = None
+    if sparse:
+        mv = A.check(A.view(mask, "mask"), "mask", typestr=A.INT32, shape=(K // 32, N))
+    sv = A.check(A.view(scales, "scales"), "scales", typestr=A.FP16, ndim=(1, 2))
+    if sv.ndim == 1:
+        if sv.shape[0] != N:
+            raise Int4mmValueError(f"scales: expected shape ({N},) or (K // G, {N}), got {sv.shape}")
+        groups = 1
+    else:
+        groups = sv.shape[0]
+        if sv.shape[1] != N or groups == 0:
+            raise Int4mmValueError(f"scales: expected shape (K // G, {N}), got {tuple(sv.shape)}")
+    if K % groups:
+        raise Int4mmValueError(
+            f"scales: {groups} groups do not divide K = {K}; scales must have shape (K // G, N)"
+        )
+    G = K // groups
+    if group_size is not None and group_size != G:
+        raise Int4mmValueError(
+            f"group_size: {group_size} disagrees with scales of shape {tuple(sv.shape)} "
+            f"(K = {K} gives group size {G})"
+        )
+    unit = 32 if sparse else 8
+    if G != K and G % unit:
+        raise Int4mmValueError(
+            f"group_size: {G} must be a multiple of {unit}"
+            f"{' for 16:32 sparse weights' if sparse else ''} (or equal K = {K}, per-channel); "
+            "supported: 32, 64, 128, 256, ... and per-channel"
+        )
+    zv = A.check(A.view(zeros, "zeros"), "zeros", typestr=A.FP16, shape=tuple(sv.shape))
+    return (qv, mv, sv, zv), K, N, G, sparse
+
+
+def prepare(qweight, scales, zeros, mask=None, *, group_size=None, validate=True,
+            stream=None) -> PreparedWeight:
+    """Check quantized weights once and return a :class:`PreparedWeight`.
+
+    ``qweight``/``scales``/``zeros``/``mask`` are CUDA arrays in the formats
+    of docs/FORMATS.md (sections 1-3).  With ``validate=True`` a sparse
+    ``mask`` is checked on the GPU (every 32-row block keeps exactly 16).
+    Where a kernel of this GPU wants its own weight layout (Hopper's wgmma
+    path), the converted copy is made here, once, and kept with the weight.
+    """
+    w = _weight(qweight, scales, zeros, mask, group_size)
+    qv, mv, sv, zv = w._views
+    device = A.common_device([("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv)])
+    w.device = device
+    s = A.stream_handle(stream) if stream is not None else (qv.stream or 0)
+    nat = A.native()
+    if w.sparse and validate:
+        nat.validate_sparse_mask(mv, w.K, w.N, device, s)
+    layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size, w.sparse)
+    if layout:
+        buf = A.empty(qweight, (nbytes,), A.UINT8, device, s)
+        pv = A.view(buf, "prepared")
+        nat.prepare(layout, qv, mv, sv, zv, w.K, w.N, w.group_size, pv, device, s)
+        w.prepared, w._pview, w._layout_id = buf, pv, layout
+    w.layout = _LAYOUT_NAMES.get(layout, str(layout))
+    return w
+
+
+def _weight(qweight, scales, zeros, mask, group_size) -> PreparedWeight:
+    """A PreparedWeight over raw arrays: shapes checked, memory not yet."""
+    views, K, N, G, sparse = _weight_views(qweight, scales, zeros, mask, None, group_size)
+    w = PreparedWeight.__new__(PreparedWeight)
+    w.K, w.N, w.group_size, w.sparse, w.device, w.layout = K, N, G, sparse, None, "raw"
+    w.qweight, w.scales, w.zeros, w.mask = qweight, scales, zeros, mask
+    w.prepared, w._pview, w._layout_id = None, None, 0
+    w._views = views
+    return w
+
+
+# --------------------------------------------------------------------------- matmul
+
+
+def matmul(x, qweight, scales=None, zeros=None, *, mask=None, bias=None, group_size=None,
+           out=None, stream=None, path="auto"):
+    """``y = x @ dequantize(W) (+ bias)`` for fp16 ``x`` of shape ``(..., K)``.
+
+    ``qweight`` is either a :class:`PreparedWeight` (then ``scales``,
+    ``zeros`` and ``mask`` come from it) or a raw ``qweight`` array with
+    ``scales``/``zeros`` (and ``mask`` for 16:32 sparse weights).  Returns
+    ``out`` if given, else a new ``(..., N)`` fp16 array from ``x``'s own
+    library (torch, CuPy, Numba) or an int4mm ``DeviceArray``.
+
+    ``path``: "auto" (default), "small_m" or "large_m" forces one kernel
+    family (both are correct for every shape; "auto" picks the faster).
+    """
+    if path not in _PATHS:
+        raise Int4mmValueError(f"path: expected one of {sorted(_PATHS)}, got {path!r}")
+    if stream is not None:
+        stream = A.stream_handle(stream)
+    if isinstance(qweight, PreparedWeight):
+        if scales is not None or zeros is not None or mask is not None:
+            raise Int4mmValueError(
+                "scales/zeros/mask: pass them to prepare(), not with a PreparedWeight"
+            )
+        if group_size is not None and group_size != qweight.group_size:
+            raise Int4mmValueError(
+                f"group_size: {group_size} disagrees with the prepared weight's "
+                f"{qweight.group_size}"
+            )
+        w = qweight
+        raw = False
+    else:
+        if scales is None or zeros is None:
+            raise Int4mmValueError("scales and zeros are required with a raw qweight array")
+        w = _weight(qweight, scales, zeros, mask, group_size)
+        raw = True
+    qv, mv, sv, zv = w._views
+    K, N = w.K, w.N
+
+    xv = A.check(A.view(x, "x"), "x", typestr=A.FP16, ndim=tuple(range(1, 33)))
+    if xv.shape[-1] != K:
+        raise Int4mmValueError(
+            f"x: last dimension is {xv.shape[-1]} but the weight has K = {K} (in_features)"
+        )
+    out_shape = tuple(xv.shape[:-1]) + (N,)
+    M = A.numel(xv.shape[:-1])
+    bv = yv = None
+    if bias is not None:
+        bv = A.check(A.view(bias, "bias"), "bias", typestr=A.FP16, shape=(N,))
+    if out is not None:
+        yv = A.check(A.view(out, "out"), "out", typestr=A.FP16, shape=out_shape, writable=True)
+    placed = [("x", xv), ("bias", bv), ("out", yv)]
+    if raw:
+        placed += [("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv)]
+    device = A.common_device(placed)
+    if not raw and M and device != w.device:
+        raise Int4mmValueError(
+            f"x is on device {device} but the weight is on device {w.device}; "
+            "all arrays of one call must be on the same GPU"
+        )
+    target, waits = A.launch_stream(stream, xv, (xv, qv, mv, sv, zv, bv, yv))
+    if out is None:
+        out = A.empty(x, out_shape, A.FP16, device, target)
+        yv = A.view(out, "out")
+    if M == 0:
+        return out
+    nat = A.native()
+    for producer in waits:
+        nat.stream_wait(device, target, producer)
+    nat.matmul(xv, qv, mv, sv, zv, bv, yv, M, N, K, K, N, w.group_size, _PATHS[path],
+               device, target, w._pview, w._layout_id)
+    return out
+
+
+def chosen_path(M: int, weight: PreparedWeight) -> str:
+    """Which kernel family ``matmul(path="auto")`` uses for ``M`` rows."""
+    return _PATH_NAMES[A.native().chosen_path_for(M, weight.N, weight.K, weight.group_size,
+                                                  weight.sparse, 0, weight.device or 0,
+                                                  weight._layout_id)]
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _launch_for(stream, v):
+    if stream is not None:
+        return A.stream_handle(stream)
+    return v.stream if v.stream is not None else 0
+
+
+def _codes_view(codes, name):
+    v = A.check(A.view(codes, name), name, typestr=(A.UINT8, A.BOOL) if name == "keep"
+                else A.UINT8, ndim=2, contiguous=False, aligned=False)
+    return v
+
+
+def pack_dense(codes, *, out=None, stream=None):
+    """Codes uint8 ``(K, N)`` in 0..15 (any strides) -> ``qweight`` int32 ``(K // 8, N)``.
+
+    Refuses (BadDataError, nothing written) a code above 15, naming where.
+    """
+    cv = _codes_view(codes, "codes")
+    K, N = cv.shape
+    if K % 8 or N % 8 or K == 0 or N == 0:
+        raise Int4mmValueError(
+            f"codes: shape {(K, N)} must be (K, N) with K and N positive multiples of 8"
+        )
+    s = _launch_for(stream, cv)
+    A.common_device([("codes", cv)])
+    if out is None:
+        out = A.empty(codes, (K // 8, N), A.INT32, cv.device, s)
+    ov = A.check(A.view(out, "out"), "out", typestr=A.INT32, shape=(K // 8, N), writable=True)
+    device = A.common_device([("codes", cv), ("out", ov)])
+    A.native().pack_dense(cv, ov, K, N, device, s)
+    return out
+
+
+def unpack_dense(qweight, *, out=None, stream=None):
+    """``qweight`` int32 ``(K // 8, N)`` -> codes uint8 ``(K, N)``."""
+    qv = A.check(A.view(qweight, "qweight"), "qweight", typestr=A.INT32, ndim=2)
+    K, N = qv.shape[0] * 8, qv.shape[1]
+    s = _launch_for(stream, qv)
+    A.common_device([("qweight", qv)])
+    if out is None:
+        out = A.empty(qweight, (K, N), A.UINT8, qv.device, s)
+    ov = A.check(A.view(out, "out"), "out", typestr=A.UINT8, shape=(K, N), writable=True,
+                 aligned=False)
+    device = A.common_device([("qweight", qv), ("out", ov)])
+    A.native().unpack_dense(qv, ov, K, N, device, s)
+    return out
+
+
+def pack_sparse(codes, keep, *, out=None, stream=None):
+    """Codes and keep-mask ``(K, N)`` (uint8/bool, any strides) -> ``(qweight, mask)``.
+
+    Every aligned 32-row block of each column must keep exactly 16 weights;
+    otherwise BadDataError names the first bad block and nothing is written.
+    ``out`` may be a ``(qweight, mask)`` pair of int32 arrays to write into.
+    """
+    cv = _codes_view(codes, "codes")
+    kv = _codes_view(keep, "keep")
+    if tuple(kv.shape) != tuple(cv.shape):
+        raise Int4mmValueError(f"keep: shape {kv.shape} differs from codes' {cv.shape}")
+    K, N = cv.shape
+    if K % 32 or N % 8 or K == 0 or N == 0:
+        raise Int4mmValueError(
+            f"codes: shape {(K, N)} must be (K, N) with K a positive multiple of 32 and N of 8"
+        )
+    s = _launch_for(stream, cv)
+    A.common_device([("codes", cv), ("keep", kv)])
+    if out is None:
+        out = (A.empty(codes, (K // 16, N), A.INT32, cv.device, s),
+               A.empty(codes, (K // 32, N), A.INT32, cv.device, s))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise Int4mmTypeError("out: expected a (qweight, mask) pair")
+    qv = A.check(A.view(out[0], "out[0]"), "out[0]", typestr=A.INT32, shape=(K // 16, N),
+                 writable=True)
+    mv = A.check(A.view(out[1], "out[1]"), "out[1]", typestr=A.INT32, shape=(K // 32, N),
+                 writable=True)
+    device = A.common_device([("codes", cv), ("keep", kv), ("out[0]", qv), ("out[1]", mv)])
+    A.native().pack_sparse(cv, kv, qv, mv, K, N, device, s)
+    return tuple(out)
+
+
+def unpack_sparse(qweight, mask, *, stream=None):
+    """``(qweight, mask)`` -> ``(codes, keep)``, uint8 ``(K, N)`` each (0 where pruned)."""
+    mv = A.check(A.view(mask, "mask"), "mask", typestr=A.INT32, ndim=2)
+    K, N = mv.shape[0] * 32, mv.shape[1]
+    qv = A.check(A.view(qweight, "qweight"), "qweight", typestr=A.INT32, shape=(K // 16, N))
+    s = _launch_for(stream, qv)
+    device = A.common_device([("qweight", qv), ("mask", mv)])
+    codes = A.empty(qweight, (K, N), A.UINT8, device, s)
+    keep = A.empty(qweight, (K, N), A.UINT8, device, s)
+    A.native().unpack_sparse(qv, mv, A.view(codes, "codes"), A.view(keep, "keep"), K, N,
+                             device, s)
+    return codes, keep
+
+
+def validate_sparse_mask(mask, *, stream=None) -> None:
+    """Raise BadDataError naming the first 32-row block that does not keep 16."""
+    mv = A.check(A.view(mask, "mask"), "mask", typestr=A.INT32, ndim=2)
+    K, N = mv.shape[0] * 32, mv.shape[1]
+    if mv.size:
+        A.native().validate_sparse_mask(mv, K, N, mv.device, _launch_for(stream, mv))

@@ -1,0 +1,216 @@
+"""Array plumbing for the public API: reading CUDA array interfaces through
+the bridge, argument checks with messages that name the argument, choosing the
+launch stream, and allocating results with the caller's own library.
+
+Nothing here does pointer arithmetic or knows about kernels.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from .errors import Int4mmTypeError, Int4mmValueError
+
+# typestrs the bridge normalizes to
+FP16 = "<f2"
+INT32 = "<i4"
+UINT8 = "|u1"
+BOOL = "|b1"
+
+_DTYPE_NAMES = {FP16: "float16", INT32: "int32", UINT8: "uint8", BOOL: "bool"}
+
+
+def native():
+    """The compiled bridge, imported on first use with a clear error if absent."""
+    try:
+        from . import _int4mm
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "int4mm's compiled extension (int4mm._int4mm) is missing or failed to load: "
+            f"{exc}. Reinstall int4mm (pip install int4mm-cuXYZ, or build from source "
+            "with `pip install .` and a CUDA toolkit)."
+        ) from exc
+    return _int4mm
+
+
+def dtype_name(typestr: str) -> str:
+    if typestr in _DTYPE_NAMES:
+        return _DTYPE_NAMES[typestr]
+    try:
+        import numpy as np
+
+        return np.dtype(typestr).name
+    except (TypeError, ValueError):
+        return typestr
+
+
+def view(obj, name: str):
+    """Parse ``obj.__cuda_array_interface__`` (through the bridge)."""
+    return native().view(obj, name)
+
+
+def check(v, name: str, *, typestr, ndim=None, shape=None, contiguous=True, aligned=True,
+          writable=False):
+    """Validate one array view; every message names the argument."""
+    if isinstance(typestr, str):
+        typestr = (typestr,)
+    if v.typestr not in typestr:
+        want = " or ".join(dtype_name(t) for t in typestr)
+        raise Int4mmTypeError(f"{name}: expected dtype {want}, got {dtype_name(v.typestr)}")
+    if ndim is not None and v.ndim not in (ndim if isinstance(ndim, tuple) else (ndim,)):
+        raise Int4mmValueError(f"{name}: expected {ndim} dimensions, got shape {v.shape}")
+    if shape is not None and tuple(v.shape) != tuple(shape):
+        raise Int4mmValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(v.shape)}")
+    if v.size == 0:
+        return v
+    if contiguous and not v.c_contiguous:
+        raise Int4mmValueError(
+            f"{name}: must be C-contiguous (row-major, densely packed); got strides "
+            f"{tuple(v.strides)} (in elements) for shape {tuple(v.shape)}. "
+            "Make a contiguous copy first (e.g. .contiguous() / cupy.ascontiguousarray)."
+        )
+    if aligned and not v.aligned16:
+        raise Int4mmValueError(
+            f"{name}: data pointer {v.ptr:#x} is not 16-byte aligned; int4mm's kernels use "
+            "16-byte loads. Pass an array that starts at an aligned address (a fresh "
+            "allocation, not an offset view)."
+        )
+    if writable and v.readonly:
+        raise Int4mmValueError(f"{name}: is read-only; int4mm must write its result there")
+    return v
+
+
+def common_device(views) -> int:
+    """The one GPU every non-empty array lives on.
+
+    Refuses host memory and arrays spread over several devices, naming the
+    argument.  Called after the shape rules, so a wrong shape is reported as
+    such even for an array in the wrong place.
+    """
+    device = None
+    first = None
+    for name, v in views:
+        if v is None or v.size == 0:
+            continue
+        if v.mem_kind not in (2, 3):  # INT4MM_MEM_DEVICE, INT4MM_MEM_MANAGED
+            where = "pinned host" if v.mem_kind == 1 else "host"
+            raise Int4mmValueError(
+                f"{name}: points to {where} memory; int4mm needs arrays in GPU device memory"
+            )
+        if device is None:
+            device, first = v.device, name
+        elif v.device != device:
+            raise Int4mmValueError(
+                f"{name} is on device {v.device} but {first} is on device {device}; "
+                "all arrays of one call must be on the same GPU"
+            )
+    return 0 if device is None else device
+
+
+def stream_handle(stream) -> int:
+    """An integer cudaStream_t from an explicit ``stream=`` argument.
+
+    Accepts an int, an object with ``__cuda_stream__`` (returns
+    ``(version, handle)``), ``cuda_stream`` (torch), ``ptr`` (CuPy) or
+    ``handle`` (Numba; a ctypes pointer).
+    """
+    if isinstance(stream, bool):
+        raise Int4mmTypeError(f"stream: expected a CUDA stream or handle, got {stream!r}")
+    if isinstance(stream, int):
+        if stream < 0:
+            raise Int4mmValueError(f"stream: handle must be non-negative, got {stream}")
+        return stream
+    proto = getattr(stream, "__cuda_stream__", None)
+    if proto is not None:
+        value = proto() if callable(proto) else proto
+        return int(value[1])
+    for attr in ("cuda_stream", "ptr"):
+        h = getattr(stream, attr, None)
+        if isinstance(h, int):
+            return h
+    h = getattr(stream, "handle", None)
+    if h is not None:
+        h = getattr(h, "value", h)
+        return int(h or 0)
+    raise Int4mmTypeError(
+        f"stream: expected an int handle or a stream object (torch.cuda.Stream, "
+        f"cupy.cuda.Stream, numba stream, or one with __cuda_stream__), got {type(stream).__name__}"
+    )
+
+
+def _framework_current_stream(obj, device: int):
+    """The current stream of the library that owns ``obj``, if it has one."""
+    mod = type(obj).__module__ or ""
+    if mod.startswith("torch") and "torch" in sys.modules:
+        import torch
+
+        return torch.cuda.current_stream(device).cuda_stream
+    return None
+
+
+def launch_stream(stream, x, views) -> tuple[int, list[int]]:
+    """The stream to launch on, and the producer streams it must wait for.
+
+    An explicit ``stream`` wins.  Otherwise the stream ``x`` carries (CAI v3),
+    else its library's current stream, else the legacy default stream.
+    Every other stream named by an input's CAI is waited on (event record +
+    stream wait: the host never blocks).
+    """
+    if stream is not None:
+        target = stream_handle(stream)
+    elif x.stream is not None:
+        target = x.stream
+    else:
+        current = _framework_current_stream(x.obj, x.device)
+        target = current if current is not None else 0
+    waits = []
+    for v in views:
+        if v is None or v.stream is None:
+            continue
+        s = v.stream
+        if s != target and s not in waits and not (s in (0, 1) and target in (0, 1)):
+            waits.append(s)
+    return target, waits
+
+
+def _library_of(obj):
+    mod = type(obj).__module__ or ""
+    if mod.startswith("torch"):
+        return "torch"
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("numba"):
+        return "numba"
+    return None
+
+
+def empty(like, shape, typestr: str, device: int, stream: int):
+    """Allocate an uninitialized device array with ``like``'s own library.
+
+    torch -> torch.Tensor, CuPy -> cupy.ndarray, Numba -> DeviceNDArray,
+    anything else -> int4mm's own :class:`DeviceArray` (CAI + DLPack).
+    """
+    shape = tuple(int(s) for s in shape)
+    lib = _library_of(like)
+    if lib == "torch":
+        import torch
+
+        dt = {FP16: torch.float16, INT32: torch.int32, UINT8: torch.uint8}[typestr]
+        return torch.empty(shape, dtype=dt, device=f"cuda:{device}")
+    if lib == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(device):
+            return cupy.empty(shape, dtype=typestr)
+    if lib == "numba":
+        import numpy as np
+        from numba import cuda
+
+        with cuda.gpus[device]:
+            return cuda.device_array(shape, dtype=np.dtype(typestr))
+    return native().DeviceArray(shape, typestr, device, stream)
+
+
+def numel(shape) -> int:
+    return int(math.prod(shape))

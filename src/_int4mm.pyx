@@ -1,0 +1,908 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Cython bridge between the int4mm Python layer and the C ABI (src/cuda/int4mm.h).
+
+This module parses ``__cuda_array_interface__`` dicts into :class:`ArrayView`,
+makes one C call per operation with the GIL released, and turns C status codes
+into the typed exceptions of :mod:`int4mm.errors` (all in :func:`_raise_status`).
+It chooses no kernels and no tile sizes; the Python layer validates shapes and
+dtypes before calling in, and the bridge only re-checks what would otherwise
+corrupt memory.
+"""
+
+from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New
+from libc.stdint cimport int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+from int4mm_c cimport (
+    DLManagedTensor,
+    INT4MM_ERR_BAD_DATA,
+    INT4MM_ERR_CUDA,
+    INT4MM_ERR_INVALID_ARGUMENT,
+    INT4MM_ERR_NO_DEVICE,
+    INT4MM_ERR_UNSUPPORTED,
+    INT4MM_DTYPE_FP16,
+    INT4MM_LAYOUT_NONE,
+    INT4MM_LAYOUT_SM90_WGMMA,
+    INT4MM_MEM_DEVICE,
+    INT4MM_MEM_HOST,
+    INT4MM_MEM_HOST_PINNED,
+    INT4MM_MEM_MANAGED,
+    INT4MM_OK,
+    INT4MM_PATH_AUTO,
+    INT4MM_PATH_LARGE_M,
+    INT4MM_PATH_SMALL_M,
+    int4mm_compiled_targets,
+    int4mm_cuda_runtime_version,
+    int4mm_device_count,
+    int4mm_device_info,
+    int4mm_driver_version,
+    int4mm_free,
+    int4mm_get_device_info,
+    int4mm_last_cuda_error,
+    int4mm_last_cuda_error_name,
+    int4mm_last_error_message,
+    int4mm_malloc,
+    int4mm_matmul,
+    int4mm_matmul_args,
+    int4mm_matmul_chosen_path,
+    int4mm_memcpy_d2h,
+    int4mm_memcpy_h2d,
+    int4mm_pack_dense,
+    int4mm_pack_sparse,
+    int4mm_pointer_info,
+    int4mm_prepare,
+    int4mm_prepared_layout,
+    int4mm_status,
+    int4mm_stream_synchronize,
+    int4mm_stream_wait,
+    int4mm_unpack_dense,
+    int4mm_unpack_sparse,
+    int4mm_validate_sparse_mask,
+    kDLBool,
+    kDLCUDA,
+    kDLFloat,
+    kDLInt,
+    kDLUInt,
+)
+
+from int4mm.errors import (
+    BadDataError,
+    CUDAError,
+    Int4mmError,
+    Int4mmTypeError,
+    Int4mmValueError,
+    NoDeviceError,
+    UnsupportedDeviceError,
+)
+
+
+cdef extern from "Python.h":
+    void Py_IncRef(PyObject *o)
+    void Py_DecRef(PyObject *o)
+    int Py_IsInitialized() nogil
+
+
+MEM_HOST = INT4MM_MEM_HOST
+MEM_HOST_PINNED = INT4MM_MEM_HOST_PINNED
+MEM_DEVICE = INT4MM_MEM_DEVICE
+MEM_MANAGED = INT4MM_MEM_MANAGED
+#: ``ArrayView.mem_kind`` of an empty array whose data pointer is 0.
+MEM_UNKNOWN = -1
+
+LAYOUT_NONE = INT4MM_LAYOUT_NONE
+LAYOUT_SM90_WGMMA = INT4MM_LAYOUT_SM90_WGMMA
+
+PATH_AUTO = INT4MM_PATH_AUTO
+PATH_SMALL_M = INT4MM_PATH_SMALL_M
+PATH_LARGE_M = INT4MM_PATH_LARGE_M
+
+
+# ---- the one error path -------------------------------------------------------------
+
+cdef object _status_error(int status, str message):
+    """The exception for a failed C call (message: the C layer's, unless given)."""
+    cdef int code
+    cdef str name
+    if message is None:
+        message = int4mm_last_error_message().decode("utf-8", "replace")
+    if status == INT4MM_ERR_INVALID_ARGUMENT:
+        return Int4mmValueError(message)
+    if status == INT4MM_ERR_BAD_DATA:
+        return BadDataError(message)
+    if status == INT4MM_ERR_UNSUPPORTED:
+        return UnsupportedDeviceError(message)
+    code = int4mm_last_cuda_error()
+    name = int4mm_last_cuda_error_name().decode("utf-8", "replace")
+    if status == INT4MM_ERR_NO_DEVICE:
+        return NoDeviceError(message, code, name)
+    if status == INT4MM_ERR_CUDA:
+        return CUDAError(message, code, name)
+    return Int4mmError(f"int4mm: unknown status {status}: {message}")
+
+
+cdef int _raise_status(int status, str message=None) except -1:
+    """Raises the typed exception for a non-OK status (see int4mm.errors)."""
+    raise _status_error(status, message)
+
+
+cdef inline int _check(int4mm_status status) except -1:
+    if status != INT4MM_OK:
+        _raise_status(status)
+    return 0
+
+
+# ---- array views --------------------------------------------------------------------
+
+cdef dict _TYPESTR_CACHE = {}
+
+
+cdef tuple _parse_typestr(object raw, str name):
+    """(normalized typestr, itemsize); '=' and '<' are little-endian, 1-byte types '|'."""
+    cdef tuple hit = _TYPESTR_CACHE.get(raw)
+    if hit is not None:
+        return hit
+    if not isinstance(raw, str) or len(raw) < 3 or raw[0] not in "<>|=":
+        raise Int4mmValueError(f"{name}: typestr {raw!r} is not an array-interface type string")
+    try:
+        itemsize = int(raw[2:])
+    except ValueError:
+        raise Int4mmValueError(
+            f"{name}: typestr {raw!r} is not an array-interface type string") from None
+    if itemsize <= 0:
+        raise Int4mmValueError(f"{name}: typestr {raw!r} has item size {itemsize}")
+    order = raw[0]
+    if itemsize == 1:
+        order = "|"
+    elif order == ">":
+        raise Int4mmValueError(f"{name}: big-endian data (typestr {raw!r}) is not supported")
+    else:
+        order = "<"
+    hit = (f"{order}{raw[1]}{itemsize}", itemsize)
+    _TYPESTR_CACHE[raw] = hit
+    return hit
+
+
+cdef str _type_name(object obj):
+    cls = type(obj)
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+cdef object _not_cuda_array(object obj, str name, object exc):
+    msg = (f"{name}: expected an object exposing __cuda_array_interface__ "
+           f"(a torch/CuPy/Numba/JAX CUDA array), got {_type_name(obj)}")
+    if exc is not None:
+        msg += f" (its __cuda_array_interface__ raised {type(exc).__name__}: {exc})"
+    return Int4mmTypeError(msg)
+
+
+cdef class ArrayView:
+    """A parsed ``__cuda_array_interface__`` of one argument.
+
+    ``strides`` are in elements (filled in for contiguous arrays); ``device`` is
+    the owning CUDA ordinal, -1 for host memory, None for an empty array whose
+    data pointer is 0 (then ``mem_kind`` is MEM_UNKNOWN, -1).
+    """
+
+    cdef readonly object obj
+    cdef readonly str name
+    cdef readonly uintptr_t ptr
+    cdef readonly tuple shape
+    cdef readonly tuple strides
+    cdef readonly str typestr
+    cdef readonly int itemsize
+    cdef bint _readonly
+    cdef readonly object stream
+    cdef readonly object device
+    cdef readonly int mem_kind
+    cdef readonly bint c_contiguous
+    cdef readonly bint aligned16
+    cdef readonly int64_t size
+    cdef readonly int ndim
+
+    @property
+    def readonly(self):
+        return self._readonly
+
+    def __repr__(self):
+        return (f"ArrayView({self.name}: shape={self.shape}, strides={self.strides}, "
+                f"typestr={self.typestr!r}, ptr=0x{self.ptr:x}, device={self.device}, "
+                f"mem_kind={self.mem_kind}, stream={self.stream})")
+
+
+cpdef ArrayView view(object obj, str name):
+    """Parses ``obj.__cuda_array_interface__`` (versions 0-3) into an ArrayView.
+
+    Errors name the argument ``name``.
+    """
+    cdef ArrayView v
+    cdef int64_t size = 1, expected = 1, elem, d
+    cdef Py_ssize_t i, ndim
+    cdef int kind = INT4MM_MEM_HOST, dev = -1
+    try:
+        cai = obj.__cuda_array_interface__
+    except AttributeError:
+        raise _not_cuda_array(obj, name, None) from None
+    except Exception as exc:
+        raise _not_cuda_array(obj, name, exc) from exc
+    if not isinstance(cai, dict):
+        raise Int4mmTypeError(
+            f"{name}: __cuda_array_interface__ of {_type_name(obj)} is not a dict")
+    version = cai.get("version")
+    if type(version) is not int or not 0 <= version <= 3:
+        raise Int4mmValueError(
+            f"{name}: __cuda_array_interface__ version {version!r} is not supported "
+            f"(int4mm reads versions 0 to 3)")
+    if cai.get("mask") is not None:
+        raise Int4mmValueError(
+            f"{name}: masked CUDA arrays (__cuda_array_interface__ 'mask') are not supported")
+
+    v = ArrayView.__new__(ArrayView)
+    v.obj = obj
+    v.name = name
+    try:
+        shape = tuple(cai["shape"])
+        data = cai["data"]
+        raw_typestr = cai["typestr"]
+    except KeyError as exc:
+        raise Int4mmValueError(
+            f"{name}: __cuda_array_interface__ has no {exc.args[0]!r} entry") from None
+    v.typestr, v.itemsize = _parse_typestr(raw_typestr, name)
+    ndim = len(shape)
+    v.shape = shape
+    v.ndim = <int>ndim
+    for i in range(ndim):
+        d = shape[i]
+        if d < 0:
+            raise Int4mmValueError(f"{name}: negative dimension in shape {shape}")
+        size *= d
+    v.size = size
+
+    if data is None:
+        v.ptr = 0
+        v._readonly = False
+    else:
+        v.ptr = <uintptr_t>data[0]
+        v._readonly = bool(data[1])
+
+    byte_strides = cai.get("strides")
+    if byte_strides is None:
+        elem_strides = [0] * ndim
+        for i in range(ndim - 1, -1, -1):
+            elem_strides[i] = expected
+            expected *= <int64_t>shape[i]
+        v.strides = tuple(elem_strides)
+        v.c_contiguous = True
+    else:
+        if len(byte_strides) != ndim:
+            raise Int4mmValueError(
+                f"{name}: strides {tuple(byte_strides)} do not match shape {shape}")
+        elem_strides = [0] * ndim
+        v.c_contiguous = True
+        for i in range(ndim - 1, -1, -1):
+            elem = byte_strides[i]
+            if elem % v.itemsize != 0:
+                raise Int4mmValueError(
+                    f"{name}: byte stride {elem} (strides {tuple(byte_strides)}) is not a "
+                    f"multiple of the item size {v.itemsize}")
+            elem //= v.itemsize
+            elem_strides[i] = elem
+            d = shape[i]
+            if d != 1 and elem != expected:
+                v.c_contiguous = False
+            expected *= d
+        if size == 0:
+            v.c_contiguous = True
+        v.strides = tuple(elem_strides)
+
+    v.stream = cai.get("stream")
+    v.aligned16 = (v.ptr & 15) == 0
+    if v.ptr == 0:
+        if size != 0:
+            raise Int4mmValueError(
+                f"{name}: data pointer is 0 for a non-empty array of shape {shape}")
+        v.device = None
+        v.mem_kind = MEM_UNKNOWN
+    else:
+        _check(int4mm_pointer_info(<const void *>v.ptr, &kind, &dev))
+        v.mem_kind = kind
+        v.device = dev
+    return v
+
+
+# ---- matrix multiplication ------------------------------------------------------------
+
+cdef inline const void *_ptr_or_null(ArrayView v):
+    if v is None:
+        return NULL
+    return <const void *>v.ptr
+
+
+cdef inline void _fill_matmul_args(
+        int4mm_matmul_args *a, ArrayView x, ArrayView qweight, ArrayView mask,
+        ArrayView scales, ArrayView zeros, ArrayView bias, ArrayView y,
+        int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy, int64_t group_size,
+        int path, int device, uintptr_t stream, ArrayView prepared, int layout):
+    memset(a, 0, sizeof(int4mm_matmul_args))
+    a.x = <const void *>x.ptr
+    a.qweight = <const int32_t *>qweight.ptr
+    a.mask = <const int32_t *>_ptr_or_null(mask)
+    a.scales = <const void *>scales.ptr
+    a.zeros = <const void *>zeros.ptr
+    a.bias = _ptr_or_null(bias)
+    a.y = <void *>y.ptr
+    a.ldx = ldx
+    a.ldy = ldy
+    a.M = M
+    a.N = N
+    a.K = K
+    a.group_size = group_size
+    a.dtype = INT4MM_DTYPE_FP16
+    a.path = path
+    a.device = device
+    a.stream = stream
+    a.prepared = _ptr_or_null(prepared)
+    a.layout = layout if prepared is not None else INT4MM_LAYOUT_NONE
+
+
+def matmul(ArrayView x not None, ArrayView qweight not None, ArrayView mask,
+           ArrayView scales not None, ArrayView zeros not None, ArrayView bias,
+           ArrayView y not None, int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldy,
+           int64_t group_size, int path, int device, uintptr_t stream,
+           ArrayView prepared=None, int layout=INT4MM_LAYOUT_NONE):
+    """Enqueues y = x @ W (+ bias) on ``stream``; ``mask``/``bias`` may be None.
+
+    ``prepared``/``layout``: the optional copy made by :func:`prepare`.
+    """
+    cdef int4mm_matmul_args a
+    cdef int4mm_status status
+    _fill_matmul_args(&a, x, qweight, mask, scales, zeros, bias, y, M, N, K, ldx, ldy,
+                      group_size, path, device, stream, prepared, layout)
+    with nogil:
+        status = int4mm_matmul(&a)
+    if status != INT4MM_OK:
+        _raise_status(status)
+
+
+def chosen_path(ArrayView x not None, ArrayView qweight not None, ArrayView mask,
+                ArrayView scales not None, ArrayView zeros not None, ArrayView bias,
+                ArrayView y not None, int64_t M, int64_t N, int64_t K, int64_t ldx,
+                int64_t ldy, int64_t group_size, int path, int device, uintptr_t stream,
+                ArrayView prepared=None, int layout=INT4MM_LAYOUT_NONE):
+    """The PATH_* that matmul would take for these arguments (launches nothing)."""
+    cdef int4mm_matmul_args a
+    _fill_matmul_args(&a, x, qweight, mask, scales, zeros, bias, y, M, N, K, ldx, ldy,
+                      group_size, path, device, stream, prepared, layout)
+    return int4mm_matmul_chosen_path(&a)
+
+
+# Stands in for the mask (and prepared) pointer when chosen_path_for asks
+# about a sparse (or prepared) weight: chosen_path only tests them against
+# NULL and never reads them.
+cdef int32_t _PLACEHOLDER[8]
+
+
+def chosen_path_for(int64_t M, int64_t N, int64_t K, int64_t group_size, bint sparse,
+                    int path=INT4MM_PATH_AUTO, int device=0, int layout=INT4MM_LAYOUT_NONE):
+    """The PATH_* that matmul would take for a weight of this shape (no arrays needed)."""
+    cdef int4mm_matmul_args a
+    memset(&a, 0, sizeof(a))
+    if sparse:
+        a.mask = <const int32_t *>_PLACEHOLDER
+    if layout != INT4MM_LAYOUT_NONE:
+        a.prepared = <const void *>_PLACEHOLDER
+        a.layout = layout
+    a.ldx = K
+    a.ldy = N
+    a.M = M
+    a.N = N
+    a.K = K
+    a.group_size = group_size
+    a.dtype = INT4MM_DTYPE_FP16
+    a.path = path
+    a.device = device
+    return int4mm_matmul_chosen_path(&a)
+
+
+def prepared_layout(int device, int64_t K, int64_t N, int64_t group_size, bint sparse):
+    """(layout, nbytes): the LAYOUT_* prepare() would make for this weight on
+    ``device`` and the device bytes it needs; (LAYOUT_NONE, 0) when no kernel wants one."""
+    cdef int layout = INT4MM_LAYOUT_NONE
+    cdef size_t nbytes = 0
+    cdef int4mm_status status
+    with nogil:
+        status = int4mm_prepared_layout(device, K, N, group_size, sparse, &layout, &nbytes)
+    _check(status)
+    return layout, nbytes
+
+
+def prepare(int layout, ArrayView qweight not None, ArrayView mask, ArrayView scales not None,
+            ArrayView zeros not None, int64_t K, int64_t N, int64_t group_size,
+            ArrayView prepared not None, int device, uintptr_t stream):
+    """Enqueues the conversion of raw weights into ``layout``, written to ``prepared``
+    (a C-contiguous device array of at least prepared_layout()'s nbytes)."""
+    cdef int4mm_status status
+    cdef size_t nbytes = <size_t>(prepared.size * prepared.itemsize)
+    if not prepared.c_contiguous:
+        raise Int4mmValueError(f"{prepared.name}: must be C-contiguous")
+    cdef const int32_t *qw = <const int32_t *>qweight.ptr
+    cdef const int32_t *mk = <const int32_t *>_ptr_or_null(mask)
+    cdef const void *sc = <const void *>scales.ptr
+    cdef const void *zr = <const void *>zeros.ptr
+    cdef void *out = <void *>prepared.ptr
+    with nogil:
+        status = int4mm_prepare(layout, qw, mk, sc, zr, K, N, group_size, out, nbytes,
+                                device, stream)
+    _check(status)
+
+
+def copy_to_host(ArrayView v not None, stream=None):
+    """A new numpy array with the contents of a C-contiguous device array (blocking).
+
+    Copies on ``stream``, else on the array's CAI stream, else on the legacy
+    default stream.
+    """
+    import numpy
+    cdef uintptr_t s
+    cdef void *dst
+    cdef int4mm_status status
+    cdef int device
+    out = numpy.empty(v.shape, dtype=numpy.dtype(v.typestr))
+    if v.size == 0:
+        return out
+    if not v.c_contiguous:
+        raise Int4mmValueError(f"{v.name}: copy_to_host needs a C-contiguous array "
+                               f"(strides {v.strides})")
+    if v.mem_kind != INT4MM_MEM_DEVICE and v.mem_kind != INT4MM_MEM_MANAGED:
+        raise Int4mmValueError(f"{v.name}: is not in GPU memory")
+    if stream is None:
+        stream = v.stream if v.stream is not None else 0
+    s = <uintptr_t>stream
+    device = v.device
+    dst = <void *><uintptr_t>out.ctypes.data
+    with nogil:
+        status = int4mm_memcpy_d2h(device, dst, <const void *>v.ptr,
+                                   <size_t>(v.size * v.itemsize), s)
+    _check(status)
+    return out
+
+
+# ---- packing --------------------------------------------------------------------------
+
+cdef int _require_matrix(ArrayView v, str what, int64_t rows, int64_t cols, int itemsize,
+                         bint contiguous) except -1:
+    """Memory-safety re-check of a pack argument (the Python layer checks first)."""
+    if v.ndim != 2 or v.shape[0] != rows or v.shape[1] != cols:
+        raise Int4mmValueError(f"{what}: expected shape ({rows}, {cols}), got {v.shape}")
+    if v.itemsize != itemsize:
+        raise Int4mmValueError(
+            f"{what}: expected {itemsize}-byte elements, got typestr {v.typestr!r}")
+    if contiguous and not v.c_contiguous:
+        raise Int4mmValueError(f"{what}: must be C-contiguous (strides {v.strides})")
+    return 0
+
+
+cdef str _code_value_text(ArrayView codes, int64_t k, int64_t n, int device,
+                          uintptr_t stream):
+    """' is 17' for the code at (k, n), read back from the GPU; '' if that fails."""
+    cdef uint8_t value = 0
+    cdef int64_t offset = k * <int64_t>codes.strides[0] + n * <int64_t>codes.strides[1]
+    cdef const void *src = <const void *>(codes.ptr + <uintptr_t>offset)
+    cdef int4mm_status status
+    with nogil:
+        status = int4mm_memcpy_d2h(device, &value, src, 1, stream)
+    if status != INT4MM_OK:
+        return ""
+    return f" is {value}"
+
+
+cdef str _bad_block_text(str what, int64_t k0, int64_t n, int count):
+    return (f"{what}: block {k0 // 32} of column {n} (rows {k0}..{k0 + 31}) keeps {count} "
+            f"weights; every 32-row block must keep exactly 16")
+
+
+def pack_dense(ArrayView codes not None, ArrayView qweight not None, int64_t K, int64_t N,
+               int device, uintptr_t stream):
+    """codes uint8 [K, N] (any strides) -> qweight int32 [K/8, N] (contiguous)."""
+    cdef int64_t bad_k = -1, bad_n = -1
+    cdef int64_t sk, sn
+    cdef int4mm_status status
+    _require_matrix(codes, "codes", K, N, 1, False)
+    _require_matrix(qweight, "qweight", K // 8, N, 4, True)
+    sk = codes.strides[0]
+    sn = codes.strides[1]
+    with nogil:
+        status = int4mm_pack_dense(<const uint8_t *>codes.ptr, K, N, sk, sn,
+                                   <int32_t *>qweight.ptr, device, stream, &bad_k, &bad_n)
+    if status == INT4MM_ERR_BAD_DATA and bad_k >= 0:
+        _raise_status(status,
+                      f"codes: value at [k={bad_k}, n={bad_n}]"
+                      f"{_code_value_text(codes, bad_k, bad_n, device, stream)}, outside 0..15")
+    _check(status)
+
+
+def unpack_dense(ArrayView qweight not None, ArrayView codes not None, int64_t K, int64_t N,
+                 int device, uintptr_t stream):
+    """qweight int32 [K/8, N] -> codes uint8 [K, N] (both contiguous)."""
+    cdef int4mm_status status
+    _require_matrix(qweight, "qweight", K // 8, N, 4, True)
+    _require_matrix(codes, "codes", K, N, 1, True)
+    with nogil:
+        status = int4mm_unpack_dense(<const int32_t *>qweight.ptr, K, N,
+                                     <uint8_t *>codes.ptr, device, stream)
+    _check(status)
+
+
+def pack_sparse(ArrayView codes not None, ArrayView keep not None, ArrayView qweight not None,
+                ArrayView mask not None, int64_t K, int64_t N, int device, uintptr_t stream):
+    """codes, keep uint8 [K, N] (any strides) -> qweight int32 [K/16, N], mask [K/32, N]."""
+    cdef int bad_reason = 0, bad_count = -1
+    cdef int64_t bad_k = -1, bad_n = -1
+    cdef int64_t csk, csn, ksk, ksn
+    cdef int4mm_status status
+    _require_matrix(codes, "codes", K, N, 1, False)
+    _require_matrix(keep, "keep", K, N, 1, False)
+    _require_matrix(qweight, "qweight", K // 16, N, 4, True)
+    _require_matrix(mask, "mask", K // 32, N, 4, True)
+    csk = codes.strides[0]
+    csn = codes.strides[1]
+    ksk = keep.strides[0]
+    ksn = keep.strides[1]
+    with nogil:
+        status = int4mm_pack_sparse(<const uint8_t *>codes.ptr, csk, csn,
+                                    <const uint8_t *>keep.ptr, ksk, ksn, K, N,
+                                    <int32_t *>qweight.ptr, <int32_t *>mask.ptr, device, stream,
+                                    &bad_reason, &bad_k, &bad_n, &bad_count)
+    if status == INT4MM_ERR_BAD_DATA:
+        if bad_reason == 1:
+            _raise_status(status, _bad_block_text("keep", bad_k, bad_n, bad_count))
+        if bad_reason == 2:
+            _raise_status(status,
+                          f"codes: kept value at [k={bad_k}, n={bad_n}]"
+                          f"{_code_value_text(codes, bad_k, bad_n, device, stream)}, "
+                          f"outside 0..15")
+    _check(status)
+
+
+def unpack_sparse(ArrayView qweight not None, ArrayView mask not None, ArrayView codes not None,
+                  ArrayView keep not None, int64_t K, int64_t N, int device, uintptr_t stream):
+    """qweight [K/16, N], mask [K/32, N] -> codes, keep uint8 [K, N] (all contiguous)."""
+    cdef int bad_reason = 0, bad_count = -1
+    cdef int64_t bad_k = -1, bad_n = -1
+    cdef int4mm_status status
+    _require_matrix(qweight, "qweight", K // 16, N, 4, True)
+    _require_matrix(mask, "mask", K // 32, N, 4, True)
+    _require_matrix(codes, "codes", K, N, 1, True)
+    _require_matrix(keep, "keep", K, N, 1, True)
+    with nogil:
+        status = int4mm_unpack_sparse(<const int32_t *>qweight.ptr, <const int32_t *>mask.ptr,
+                                      K, N, <uint8_t *>codes.ptr, <uint8_t *>keep.ptr,
+                                      device, stream, &bad_reason, &bad_k, &bad_n, &bad_count)
+    if status == INT4MM_ERR_BAD_DATA and bad_reason == 1:
+        _raise_status(status, _bad_block_text("mask", bad_k, bad_n, bad_count))
+    _check(status)
+
+
+def validate_sparse_mask(ArrayView mask not None, int64_t K, int64_t N, int device,
+                         uintptr_t stream):
+    """Raises BadDataError naming the first mask block whose popcount is not 16."""
+    cdef int bad_count = -1
+    cdef int64_t bad_k = -1, bad_n = -1
+    cdef int4mm_status status
+    _require_matrix(mask, "mask", K // 32, N, 4, True)
+    with nogil:
+        status = int4mm_validate_sparse_mask(<const int32_t *>mask.ptr, K, N, device, stream,
+                                             &bad_k, &bad_n, &bad_count)
+    if status == INT4MM_ERR_BAD_DATA and bad_k >= 0:
+        _raise_status(status, _bad_block_text("mask", bad_k, bad_n, bad_count))
+    _check(status)
+
+
+# ---- streams --------------------------------------------------------------------------
+
+def stream_wait(int device, uintptr_t waiter, uintptr_t producer):
+    """Makes ``waiter`` wait for the work queued so far on ``producer`` (non-blocking)."""
+    cdef int4mm_status status
+    if waiter == producer:
+        return
+    with nogil:
+        status = int4mm_stream_wait(device, waiter, producer)
+    _check(status)
+
+
+def stream_synchronize(int device, uintptr_t stream):
+    """Blocks until the work queued on ``stream`` is done."""
+    cdef int4mm_status status
+    with nogil:
+        status = int4mm_stream_synchronize(device, stream)
+    _check(status)
+
+
+# ---- build and runtime facts ------------------------------------------------------------
+
+def cuda_runtime_version():
+    """CUDART_VERSION the library was compiled against (e.g. 13000)."""
+    return int4mm_cuda_runtime_version()
+
+
+def compiled_targets():
+    """Compiled GPU targets, e.g. ['sm_80', 'sm_90a', 'compute_90']."""
+    return int4mm_compiled_targets().decode("ascii", "replace").split()
+
+
+def driver_version():
+    """CUDA version the NVIDIA driver supports (e.g. 13000); 0 when no driver is loaded."""
+    cdef int version = 0
+    _check(int4mm_driver_version(&version))
+    return version
+
+
+def device_count():
+    """Number of visible CUDA GPUs; 0 (not an error) when there is no driver or GPU."""
+    cdef int count = 0
+    cdef int4mm_status status = int4mm_device_count(&count)
+    if status == INT4MM_ERR_NO_DEVICE:
+        return 0
+    _check(status)
+    return count
+
+
+def device_info(int device):
+    """Facts about GPU ``device`` as a dict; raises NoDeviceError without a GPU."""
+    cdef int4mm_device_info info
+    cdef int4mm_status status
+    with nogil:
+        status = int4mm_get_device_info(device, &info)
+    _check(status)
+    return {
+        "name": info.name.decode("utf-8", "replace"),
+        "major": info.major,
+        "minor": info.minor,
+        "sm_count": info.multiprocessor_count,
+        "l2_bytes": info.l2_cache_bytes,
+        "max_shared_per_block_optin": info.max_shared_per_block_optin,
+        "total_memory": info.total_memory_bytes,
+        "memory_clock_khz": info.memory_clock_khz,
+        "sm_clock_khz": info.sm_clock_khz,
+        "kernels_loadable": bool(info.kernels_loadable),
+    }
+
+
+# ---- library-owned device memory ------------------------------------------------------
+
+cdef dict _DTYPE_NAMES = {
+    "<f2": "float16", "<f4": "float32", "<i4": "int32", "<i8": "int64", "|u1": "uint8",
+    "|i1": "int8", "|b1": "bool", "<u4": "uint32", "<i2": "int16", "<u2": "uint16",
+}
+
+cdef dict _DL_CODES = {"f": kDLFloat, "i": kDLInt, "u": kDLUInt, "b": kDLBool}
+
+
+cdef void _dl_deleter(DLManagedTensor *managed) noexcept nogil:
+    """DLPack deleter: drops the reference that kept the DeviceArray alive."""
+    if managed == NULL:
+        return
+    if managed.manager_ctx != NULL and Py_IsInitialized():
+        with gil:
+            Py_DecRef(<PyObject *>managed.manager_ctx)
+    managed.manager_ctx = NULL
+    free(managed)
+
+
+cdef void _dl_capsule_destructor(object capsule) noexcept:
+    """Frees a capsule nobody consumed (a consumer renames it 'used_dltensor')."""
+    cdef DLManagedTensor *managed
+    if PyCapsule_IsValid(capsule, b"dltensor"):
+        managed = <DLManagedTensor *>PyCapsule_GetPointer(capsule, b"dltensor")
+        if managed != NULL and managed.deleter != NULL:
+            managed.deleter(managed)
+
+
+cdef class DeviceArray:
+    """C-contiguous device memory owned by int4mm.
+
+    Exposes ``__cuda_array_interface__`` (v3) and DLPack.  ``stream`` is the CAI
+    v3 stream that writes to the array are (or were) enqueued on: consumers
+    order their reads after it.  The constructor's ``stream`` is that stream
+    (0, the legacy default, is reported as 1 since CAI forbids 0); it is None
+    when nothing is pending (after ``from_host``).  Whoever enqueues a write on
+    another stream sets ``arr.stream``.
+    """
+
+    cdef uintptr_t _ptr
+    cdef readonly tuple shape
+    cdef readonly str typestr
+    cdef readonly int itemsize
+    cdef readonly int device
+    cdef readonly int64_t size
+    cdef readonly int64_t nbytes
+    cdef object _stream
+
+    def __cinit__(self, shape, typestr, int device, stream=0):
+        cdef int64_t size = 1, d
+        cdef void *p = NULL
+        cdef int4mm_status status
+        cdef size_t nbytes
+        self._ptr = 0
+        self.stream = stream
+        if isinstance(shape, int):
+            shape = (shape,)
+        shape = tuple(int(x) for x in shape)
+        self.typestr, self.itemsize = _parse_typestr(typestr, "DeviceArray typestr")
+        if self.typestr[1] not in _DL_CODES:
+            raise Int4mmValueError(
+                f"DeviceArray: typestr {typestr!r} is not a supported element type "
+                f"(float, signed/unsigned integer or bool)")
+        for x in shape:
+            d = x
+            if d < 0:
+                raise Int4mmValueError(f"DeviceArray: negative dimension in shape {shape}")
+            if d != 0 and size > (1 << 62) // d:
+                raise Int4mmValueError(f"DeviceArray: shape {shape} is too large")
+            size *= d
+        if size > (1 << 62) // self.itemsize:
+            raise Int4mmValueError(f"DeviceArray: shape {shape} is too large")
+        self.shape = shape
+        self.size = size
+        self.nbytes = size * self.itemsize
+        self.device = device
+        nbytes = <size_t>self.nbytes
+        if nbytes == 0:
+            return
+        with nogil:
+            status = int4mm_malloc(device, nbytes, &p)
+        _check(status)
+        self._ptr = <uintptr_t>p
+
+    def __dealloc__(self):
+        cdef void *p = <void *>self._ptr
+        cdef int device = self.device
+        self._ptr = 0
+        if p != NULL:
+            with nogil:
+                int4mm_free(device, p)  # errors ignored: nothing can be done here
+
+    @property
+    def ptr(self):
+        return self._ptr
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def dtype(self):
+        import numpy
+        return numpy.dtype(self.typestr)
+
+    @property
+    def stream(self):
+        """CAI stream of the last enqueued write, or None."""
+        return self._stream
+
+    @stream.setter
+    def stream(self, value):
+        if value is None:
+            self._stream = None
+        else:
+            value = int(value)
+            self._stream = 1 if value == 0 else value
+
+    @property
+    def __cuda_array_interface__(self):
+        return {
+            "shape": self.shape,
+            "typestr": self.typestr,
+            "data": (self._ptr, False),
+            "version": 3,
+            "strides": None,
+            "stream": self._stream,
+        }
+
+    def __dlpack_device__(self):
+        return (kDLCUDA, self.device)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A legacy 'dltensor' capsule viewing this memory (no copy).
+
+        ``stream``: the consumer's stream (None: legacy default; -1: no
+        synchronization); it is made to wait for the last write.  ``max_version``
+        is accepted and the unversioned (legacy) capsule is returned.
+        """
+        cdef DLManagedTensor *managed
+        cdef int64_t *dims
+        cdef int ndim = len(self.shape)
+        cdef int i
+        cdef int64_t expected = 1
+        if dl_device is not None and tuple(dl_device) != (kDLCUDA, self.device):
+            raise BufferError(
+                f"DeviceArray.__dlpack__: cannot export to device {tuple(dl_device)}; "
+                f"the array lives on (kDLCUDA=2, {self.device})")
+        if copy:
+            raise BufferError("DeviceArray.__dlpack__: copy=True is not supported")
+        if stream is None:
+            stream = 1
+        elif stream == 0:
+            raise ValueError("DeviceArray.__dlpack__: stream 0 is ambiguous for CUDA; "
+                             "pass 1 (legacy default), 2 (per-thread default) or a handle")
+        if stream != -1 and self._stream is not None:
+            stream_wait(self.device, <uintptr_t>stream, <uintptr_t>self._stream)
+
+        managed = <DLManagedTensor *>malloc(sizeof(DLManagedTensor) +
+                                            2 * max(ndim, 1) * sizeof(int64_t))
+        if managed == NULL:
+            raise MemoryError()
+        dims = <int64_t *>(<char *>managed + sizeof(DLManagedTensor))
+        for i in range(ndim - 1, -1, -1):
+            dims[i] = self.shape[i]
+            dims[ndim + i] = expected
+            expected *= dims[i]
+        managed.dl_tensor.data = <void *>self._ptr
+        managed.dl_tensor.device.device_type = kDLCUDA
+        managed.dl_tensor.device.device_id = self.device
+        managed.dl_tensor.ndim = ndim
+        managed.dl_tensor.dtype.code = <uint8_t><int>_DL_CODES[self.typestr[1]]
+        managed.dl_tensor.dtype.bits = <uint8_t>(8 * self.itemsize)
+        managed.dl_tensor.dtype.lanes = 1
+        managed.dl_tensor.shape = dims
+        managed.dl_tensor.strides = dims + ndim
+        managed.dl_tensor.byte_offset = 0
+        managed.manager_ctx = <void *>self
+        managed.deleter = _dl_deleter
+        Py_IncRef(<PyObject *>self)
+        try:
+            return PyCapsule_New(managed, b"dltensor", _dl_capsule_destructor)
+        except BaseException:
+            _dl_deleter(managed)
+            raise
+
+    def copy_to_host(self, stream=None):
+        """A new numpy array with this array's contents (blocking).
+
+        Copies on ``stream``, else on the stream of the last write, else on the
+        legacy default stream.
+        """
+        import numpy
+        cdef uintptr_t s
+        cdef void *dst
+        cdef int4mm_status status
+        out = numpy.empty(self.shape, dtype=numpy.dtype(self.typestr))
+        if self.nbytes == 0:
+            return out
+        if stream is None:
+            stream = self._stream if self._stream is not None else 0
+        s = <uintptr_t>stream
+        dst = <void *><uintptr_t>out.ctypes.data
+        with nogil:
+            status = int4mm_memcpy_d2h(self.device, dst, <const void *>self._ptr,
+                                       <size_t>self.nbytes, s)
+        _check(status)
+        return out
+
+    @staticmethod
+    def from_host(array, int device, stream=0):
+        """A DeviceArray holding a copy of a host array (blocking copy on ``stream``)."""
+        import numpy
+        cdef DeviceArray out
+        cdef uintptr_t s = <uintptr_t>stream
+        cdef const void *src
+        cdef int4mm_status status
+        host = numpy.ascontiguousarray(array)
+        out = DeviceArray(host.shape, host.dtype.str, device, stream)
+        if out.nbytes == 0:
+            out._stream = None
+            return out
+        src = <const void *><uintptr_t>host.ctypes.data
+        with nogil:
+            status = int4mm_memcpy_h2d(device, <void *>out._ptr, src, <size_t>out.nbytes, s)
+        _check(status)
+        out._stream = None  # the copy was blocking: nothing pending
+        return out
+
+    def __repr__(self):
+        dtype = _DTYPE_NAMES.get(self.typestr, self.typestr)
+        return f"DeviceArray(shape={self.shape}, dtype={dtype}, device={self.device})"

@@ -1,0 +1,136 @@
+// Matmul entry points: argument checks and the one dispatch table that picks
+// a kernel family (SMALL_M: CUDA cores, LARGE_M: tensor cores).
+#include "matmul_kernels.cuh"
+
+#include <cinttypes>
+
+namespace int4mm {
+namespace {
+
+bool is_power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+int log2_exact(int64_t v) {
+    int s = 0;
+    while ((int64_t(1) << s) < v) ++s;
+    return s;
+}
+
+// The path AUTO resolves to.  SMALL_M is the v2 tensor-core kernel on the raw
+// layout when group_size % 32 == 0 (else the v1 CUDA-core kernel, which
+// streams the weights once per 8 rows of x); LARGE_M's time is flat up to
+// M = 128.  The thresholds are where they cross (measured).
+int resolve_path(const int4mm_matmul_args &a) {
+    if (a.path == INT4MM_PATH_SMALL_M || a.path == INT4MM_PATH_LARGE_M) return a.path;
+    // group_size % 32 == 0: the v2 tensor-core SMALL_M kernel applies and
+    // beats the LARGE_M tile kernel up to kSmallMThresholdMma rows.
+    const int64_t limit = a.group_size % 32 == 0 ? kSmallMThresholdMma : kSmallMThreshold;
+    return a.M <= limit ? INT4MM_PATH_SMALL_M : INT4MM_PATH_LARGE_M;
+}
+
+// Scalar rules (shapes, strides, dtype, path).  Pointers are checked later so
+// that M == 0 with empty (null) arrays is a valid no-op.
+int4mm_status check_shapes(const int4mm_matmul_args &a) {
+    const bool sparse = a.mask != nullptr;
+    if (a.dtype != INT4MM_DTYPE_FP16)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: dtype must be INT4MM_DTYPE_FP16 (%d), got %d",
+                    INT4MM_DTYPE_FP16, a.dtype);
+    if (a.path != INT4MM_PATH_AUTO && a.path != INT4MM_PATH_SMALL_M && a.path != INT4MM_PATH_LARGE_M)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: path must be AUTO (0), SMALL_M (1) or LARGE_M (2), got %d",
+                    a.path);
+    if (a.M < 0) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: M must be >= 0, got %" PRId64, a.M);
+    if (a.N < 8 || a.N % 8 != 0)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: N must be a positive multiple of 8, got %" PRId64, a.N);
+    const int64_t k_multiple = sparse ? 32 : 8;
+    if (a.K < k_multiple || a.K % k_multiple != 0)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: K must be a positive multiple of %" PRId64
+                    " for %s weights, got %" PRId64, k_multiple, sparse ? "16:32 sparse" : "dense", a.K);
+    if (a.group_size < k_multiple || a.group_size % k_multiple != 0 || a.K % a.group_size != 0)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: group_size must be a multiple of %" PRId64
+                    " that divides K = %" PRId64 ", got %" PRId64, k_multiple, a.K, a.group_size);
+    if (a.M > kMaxMatmulDim || a.N > kMaxMatmulDim || a.K > kMaxMatmulDim)
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul: M, N, K must each be <= %" PRId64 ", got M=%" PRId64
+                    " N=%" PRId64 " K=%" PRId64, kMaxMatmulDim, a.M, a.N, a.K);
+    if (resolve_path(a) == INT4MM_PATH_LARGE_M && a.N > kTcMaxN)
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul: the LARGE_M path supports N <= %" PRId64 ", got %" PRId64,
+                    kTcMaxN, a.N);
+    if (a.ldx < a.K || a.ldx % 8 != 0)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: ldx must be >= K = %" PRId64
+                    " and a multiple of 8, got %" PRId64, a.K, a.ldx);
+    if (a.ldy < a.N || a.ldy % 8 != 0)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: ldy must be >= N = %" PRId64
+                    " and a multiple of 8, got %" PRId64, a.N, a.ldy);
+    return INT4MM_OK;
+}
+
+int4mm_status check_pointer(const void *p, const char *name, bool optional) {
+    if (p == nullptr) {
+        if (optional) return INT4MM_OK;
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: %s must not be NULL", name);
+    }
+    if (!aligned16(p))
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: %s must be 16-byte aligned, got address %p", name, p);
+    return INT4MM_OK;
+}
+
+int4mm_status check_pointers(const int4mm_matmul_args &a) {
+    int4mm_status st;
+    if ((st = check_pointer(a.x, "x", false)) != INT4MM_OK) return st;
+    if ((st = check_pointer(a.qweight, "qweight", false)) != INT4MM_OK) return st;
+    if ((st = check_pointer(a.mask, "mask", true)) != INT4MM_OK) return st;
+    if ((st = check_pointer(a.scales, "scales", false)) != INT4MM_OK) return st;
+    if ((st = check_pointer(a.zeros, "zeros", false)) != INT4MM_OK) return st;
+    if ((st = check_pointer(a.bias, "bias", true)) != INT4MM_OK) return st;
+    if ((st = check_pointer(a.y, "y", false)) != INT4MM_OK) return st;
+    return INT4MM_OK;
+}
+
+MatmulProblem make_problem(const int4mm_matmul_args &a) {
+    MatmulProblem p;
+    p.x = static_cast<const __half *>(a.x);
+    p.qweight = reinterpret_cast<const uint32_t *>(a.qweight);
+    p.mask = reinterpret_cast<const uint32_t *>(a.mask);
+    p.scales = static_cast<const __half *>(a.scales);
+    p.zeros = static_cast<const __half *>(a.zeros);
+    p.bias = static_cast<const __half *>(a.bias);
+    p.y = static_cast<__half *>(a.y);
+    p.ldx = a.ldx;
+    p.ldy = a.ldy;
+    p.M = static_cast<int>(a.M);
+    p.N = static_cast<int>(a.N);
+    p.K = static_cast<int>(a.K);
+    p.group_size = static_cast<int>(a.group_size);
+    p.group_shift = is_power_of_two(a.group_size) ? log2_exact(a.group_size) : -1;
+    return p;
+}
+
+}  // namespace
+}  // namespace int4mm
+
+extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
+    using namespace int4mm;
+    clear_error();
+    if (args == nullptr) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: args must not be NULL");
+    const int4mm_matmul_args &a = *args;
+    int4mm_status st = check_shapes(a);
+    if (st != INT4MM_OK) return st;
+    if (a.M == 0) return INT4MM_OK;
+    if ((st = check_pointers(a)) != INT4MM_OK) return st;
+
+    DeviceGuard guard;
+    if ((st = guard.enter(a.device)) != INT4MM_OK) return st;
+    const MatmulProblem p = make_problem(a);
+    const cudaStream_t stream = as_stream(a.stream);
+    switch (resolve_path(a)) {
+        case INT4MM_PATH_SMALL_M:
+            return launch_matmul_small_m(p, stream);
+        default:
+            return launch_matmul_tc(p, stream);
+    }
+}
+
+extern "C" int int4mm_matmul_chosen_path(const int4mm_matmul_args *args) {
+    if (args == nullptr) return -1;
+    const int path = args->path;
+    if (path != INT4MM_PATH_AUTO && path != INT4MM_PATH_SMALL_M && path != INT4MM_PATH_LARGE_M) return -1;
+    return int4mm::resolve_path(*args);
+}

@@ -1,0 +1,45 @@
+// Hopper (sm_90a) wgmma path for dense int4 weights, built on CUTLASS 3.x's
+// mixed-input warp-specialized collective.  It reads only the prepared layout
+// INT4MM_LAYOUT_SM90_WGMMA (see int4mm_prepare in prepare.cu).
+#ifndef INT4MM_MATMUL_WGMMA_CUH_
+#define INT4MM_MATMUL_WGMMA_CUH_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common.cuh"
+
+// y[M, N] = x[M, K] @ W + bias with W taken from a.prepared (layout
+// INT4MM_LAYOUT_SM90_WGMMA).  Returns INT4MM_ERR_UNSUPPORTED when this build
+// has no sm_90a code, the device is not compute capability 9.0, or the shape /
+// group size is not one the kernel handles (see int4mm::wgmma::supported).
+int4mm_status launch_matmul_wgmma(const int4mm_matmul_args &a, cudaStream_t s);
+
+namespace int4mm {
+namespace wgmma {
+
+// Shape rules of the kernel (device-independent): dense weights, N % 16 == 0,
+// K % 64 == 0, group_size == K or group_size % 64 == 0, N * K < 2^31.
+bool supported(int64_t K, int64_t N, int64_t group_size);
+// True when this build holds sm_90a code for the wgmma kernels.
+bool compiled();
+// Bytes of the prepared form (0 if unsupported).
+size_t prepared_bytes(int64_t K, int64_t N, int64_t group_size);
+// Enqueues the conversion raw -> prepared on `stream` (no synchronization).
+// Arguments already validated by the caller (device current).
+int4mm_status prepare(const int32_t *qweight, const void *scales, const void *zeros, int64_t K,
+                      int64_t N, int64_t group_size, void *prepared, cudaStream_t stream);
+
+// Test/benchmark hook: force a tile configuration (-1: automatic choice).
+// Config ids are listed in matmul_wgmma.cu (kNumConfigs of them).
+int num_configs();
+const char *config_name(int cfg);
+int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg);
+// Benchmark hook: scheduler swizzle (1, 2, 4, 8) and raster order (0 heuristic,
+// 1 along the weights' N, 2 along the rows of x).  Not thread-safe.
+void set_tuning(int swizzle, int raster);
+
+}  // namespace wgmma
+}  // namespace int4mm
+
+#endif  // INT4MM_MATMUL_WGMMA_CUH_

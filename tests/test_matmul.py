@@ -1,0 +1,153 @@
+"""Every format x group size x dense/sparse x M x path against the float64
+reference, with outputs poisoned before the kernel writes them."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import int4mm
+from int4mm import reference as ref
+
+from .conftest import TOL, framework, rel_err
+
+M_VALUES = [1, 2, 3, 15, 16, 17, 64, 255, 2048]
+GROUPS = [32, 64, 128, 256, None]  # None: per-channel
+SHAPES = [(256, 8), (512, 24), (1024, 136), (2048, 1024)]  # (K, N): every G divides K
+
+
+@functools.lru_cache(maxsize=8)
+def problem(K, N, G, sparse, seed=0):
+    """Random weights (host and device) and their float64 dequantization."""
+    w = ref.random_weights(K, N, group_size=G, sparse=sparse, seed=seed + K + 3 * N)
+    W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], w["mask"])
+    return w, W
+
+
+def device_weights(fw, w):
+    return (fw.to_device(w["qweight"]), fw.to_device(w["scales"]), fw.to_device(w["zeros"]),
+            None if w["mask"] is None else fw.to_device(w["mask"]))
+
+
+def reference_product(x, W, bias=None):
+    """float64 x @ W (+ bias): the reference's dequantized W, multiplied on the
+    GPU in float64 when torch is there (big shapes), else with numpy."""
+    try:
+        import torch
+
+        y = (torch.from_numpy(x.astype(np.float64)).cuda() @ torch.from_numpy(W).cuda())
+        y = y.cpu().numpy()
+    except ImportError:
+        y = x.astype(np.float64) @ W
+    return y if bias is None else y + bias.astype(np.float64)
+
+
+def check(fw, K, N, G, sparse, M, path="auto", bias=False, batch=None, seed=0):
+    w, W = problem(K, N, G, sparse)
+    rng = np.random.default_rng(seed + M)
+    shape = (M, K) if batch is None else (*batch, K)
+    x = rng.standard_normal(shape).astype(np.float16)
+    b = rng.standard_normal(N).astype(np.float16) if bias else None
+    qw, s, z, m = device_weights(fw, w)
+    out = fw.poisoned(shape[:-1] + (N,))
+    res = int4mm.matmul(fw.to_device(x), qw, s, z, mask=m, out=out, path=path,
+                        bias=None if b is None else fw.to_device(b))
+    assert res is out
+    y = fw.to_host(out)
+    assert not np.isnan(y).any(), "kernel left output cells unwritten (NaN poison survived)"
+    expect = reference_product(x.reshape(-1, K), W, b).reshape(y.shape)
+    err = rel_err(y, expect)
+    assert err <= TOL, f"relative error {err:.2e} > {TOL} (K={K} N={N} G={G} M={M} {path})"
+    return err
+
+
+@pytest.mark.parametrize("M", M_VALUES)
+@pytest.mark.parametrize("G", GROUPS, ids=lambda g: f"g{g or 'chan'}")
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("K,N", SHAPES, ids=lambda v: str(v))
+def test_matmul_auto(K, N, G, sparse, M):
+    check(framework("torch"), K, N, G, sparse, M)
+
+
+@pytest.mark.parametrize("path", ["small_m", "large_m"])
+@pytest.mark.parametrize("M", M_VALUES)
+@pytest.mark.parametrize("G", [32, 128, None], ids=lambda g: f"g{g or 'chan'}")
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("K,N", [(256, 8), (1024, 136)], ids=lambda v: str(v))
+def test_matmul_forced_path(K, N, G, sparse, M, path):
+    check(framework("torch"), K, N, G, sparse, M, path=path)
+
+
+@pytest.mark.parametrize("path", ["small_m", "large_m"])
+@pytest.mark.parametrize("K,N", [(8, 8), (40, 16), (24, 8), (136, 40), (1000, 72)])
+@pytest.mark.parametrize("M", [1, 5, 33])
+def test_matmul_odd_dense_shapes(K, N, M, path):
+    """K a multiple of 8 but not of 32/64, N a multiple of 8 but not of 64."""
+    check(framework("torch"), K, N, None, False, M, path=path)
+
+
+# the original project's benchmark shapes (K, N)
+BENCH_SHAPES = [(16384, 16384), (8192, 28672), (28672, 8192), (8192, 8192),
+                (5120, 20480), (20480, 5120), (5120, 5120), (1024, 1024)]
+
+
+@pytest.mark.parametrize("G", [128, None], ids=lambda g: f"g{g or 'chan'}")
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("K,N", BENCH_SHAPES, ids=lambda v: str(v))
+def test_matmul_benchmark_shapes(K, N, G, sparse):
+    """Matrix-vector (M = 1) and matrix-matrix (M = 2048), as the original tables."""
+    fw = framework("torch")
+    for M in (1, 2048):
+        check(fw, K, N, G, sparse, M, seed=1)
+    problem.cache_clear()  # these weights are large: do not keep them
+
+
+def test_bias_and_batch_dims():
+    fw = framework("torch")
+    check(fw, 256, 24, 64, False, 6, bias=True, batch=(2, 3))
+    check(fw, 256, 24, None, True, 40, bias=True, batch=(2, 20))
+    check(fw, 256, 24, None, False, 1, batch=())  # x of shape (K,) -> (N,)
+
+
+def test_allocates_with_callers_library():
+    fw = framework("torch")
+    w, W = problem(256, 24, None, False)
+    qw, s, z, _ = device_weights(fw, w)
+    x = np.random.default_rng(2).standard_normal((5, 256)).astype(np.float16)
+    y = int4mm.matmul(fw.to_device(x), qw, s, z)
+    assert fw.is_native(y) and tuple(y.shape) == (5, 24)
+    assert rel_err(fw.to_host(y), reference_product(x, W)) <= TOL
+
+
+def test_m_zero_returns_empty():
+    fw = framework("torch")
+    w, _ = problem(256, 24, None, False)
+    qw, s, z, _ = device_weights(fw, w)
+    y = int4mm.matmul(fw.to_device(np.zeros((0, 256), np.float16)), qw, s, z)
+    assert tuple(y.shape) == (0, 24)
+
+
+def test_prepared_weight_matches_raw_and_round_trips(tmp_path):
+    fw = framework("torch")
+    w, W = problem(512, 24, 128, True)
+    qw, s, z, m = device_weights(fw, w)
+    p = int4mm.prepare(qw, s, z, m)
+    assert (p.K, p.N, p.group_size, p.sparse) == (512, 24, 128, True)
+    x = np.random.default_rng(3).standard_normal((7, 512)).astype(np.float16)
+    y1 = fw.to_host(int4mm.matmul(fw.to_device(x), p))
+    path = tmp_path / "w.npz"
+    p.save(path)
+    p2 = int4mm.PreparedWeight.load(path)
+    y2 = fw.to_host(int4mm.matmul(fw.to_device(x), p2))
+    np.testing.assert_array_equal(y1, y2)
+    assert rel_err(y1, reference_product(x, W)) <= TOL
+
+
+def test_chosen_path_depends_on_m():
+    fw = framework("torch")
+    w, _ = problem(1024, 136, None, False)
+    p = int4mm.prepare(*device_weights(fw, w)[:3])
+    assert int4mm.chosen_path(1, p) == "small_m"
+    assert int4mm.chosen_path(4096, p) == "large_m"

@@ -1,0 +1,43 @@
+"""A small representative subset for compute-sanitizer (memcheck, racecheck):
+every kernel family once, small shapes with ragged edges.  Run by
+tools/gpu_check.sh as `compute-sanitizer ... pytest -k sanitize`."""
+
+import numpy as np
+import pytest
+
+import int4mm
+from int4mm import reference as ref
+
+from .conftest import TOL, framework, rel_err
+
+
+@pytest.mark.parametrize("path", ["small_m", "large_m"])
+@pytest.mark.parametrize("sparse,G", [(False, None), (False, 32), (True, None), (True, 64)])
+@pytest.mark.parametrize("M", [1, 17, 130])
+def test_sanitize_matmul(path, sparse, G, M):
+    fw = framework("torch")
+    K, N = 192, 40
+    w = ref.random_weights(K, N, group_size=G, sparse=sparse, seed=M)
+    x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float16)
+    bias = np.random.default_rng(1).standard_normal(N).astype(np.float16)
+    out = fw.poisoned((M, N))
+    int4mm.matmul(fw.to_device(x), fw.to_device(w["qweight"]), fw.to_device(w["scales"]),
+                  fw.to_device(w["zeros"]), mask=None if not sparse else fw.to_device(w["mask"]),
+                  bias=fw.to_device(bias), out=out, path=path)
+    expect = ref.matmul(x, w["qweight"], w["scales"], w["zeros"], w["mask"], bias=bias)
+    assert rel_err(fw.to_host(out), expect) <= TOL
+
+
+def test_sanitize_packing():
+    fw = framework("torch")
+    K, N = 96, 24
+    w = ref.random_weights(K, N, sparse=True, seed=5)
+    qw = int4mm.pack_dense(fw.to_device(w["codes"]))
+    np.testing.assert_array_equal(fw.to_host(int4mm.unpack_dense(qw)), w["codes"])
+    q2, m2 = int4mm.pack_sparse(fw.to_device(w["codes"]), fw.to_device(w["keep"]))
+    _codes, k = int4mm.unpack_sparse(q2, m2)
+    np.testing.assert_array_equal(fw.to_host(k).astype(bool), w["keep"])
+    bad = w["keep"].copy()
+    bad[0, 0] = not bad[0, 0]
+    with pytest.raises(int4mm.BadDataError):
+        int4mm.pack_sparse(fw.to_device(w["codes"]), fw.to_device(bad))
