@@ -31,6 +31,8 @@ from .errors import (
     NoDeviceError,
     UnsupportedDeviceError,
 )
+from .gptq import load_gptq
+from .quantize import quantize
 
 __all__ = [
     "LAYOUT",
@@ -46,10 +48,12 @@ __all__ = [
     "chosen_path",
     "info",
     "is_available",
+    "load_gptq",
     "matmul",
     "pack_dense",
     "pack_sparse",
     "prepare",
+    "quantize",
     "reference",
     "unpack_dense",
     "unpack_sparse",

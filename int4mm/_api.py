@@ -40,12 +40,14 @@ class PreparedWeight:
         "K",
         "N",
         "_layout_id",
+        "_permview",
         "_pview",
         "_views",
         "device",
         "group_size",
         "layout",
         "mask",
+        "perm",
         "prepared",
         "qweight",
         "scales",
@@ -56,6 +58,8 @@ class PreparedWeight:
     def __repr__(self):
         kind = "16:32 sparse" if self.sparse else "dense"
         g = "per-channel" if self.group_size == self.K else f"group {self.group_size}"
+        if self.perm is not None:
+            g += ", act-order"
         return (f"PreparedWeight(K={self.K}, N={self.N}, {kind}, {g}, device={self.device}, "
                 f"layout={self.layout!r})")
 
@@ -68,10 +72,13 @@ class PreparedWeight:
         """Write the weights (copied to the host) and metadata to ``path`` (.npz)."""
         import numpy as np
 
+        # Version 2 adds the act-order ``perm``; files without one stay version 1,
+        # readable by older int4mm (which would ignore a perm and compute wrongly).
         meta = {"K": self.K, "N": self.N, "group_size": self.group_size,
-                "sparse": self.sparse, "layout": self.layout, "format_version": 1}
+                "sparse": self.sparse, "layout": self.layout,
+                "format_version": 1 if self.perm is None else 2}
         arrays = {name: _to_host(getattr(self, name), name)
-                  for name in ("qweight", "scales", "zeros", "mask")
+                  for name in ("qweight", "scales", "zeros", "mask", "perm")
                   if getattr(self, name) is not None}
         with open(path, "wb") as f:
             np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -86,17 +93,17 @@ class PreparedWeight:
             if "__meta__" not in data:
                 raise Int4mmValueError(f"{path}: not an int4mm PreparedWeight file (no metadata)")
             meta = json.loads(bytes(data["__meta__"]).decode())
-            if meta.get("format_version") != 1 or meta.get("layout") != LAYOUT:
+            if meta.get("format_version") not in (1, 2) or meta.get("layout") != LAYOUT:
                 raise Int4mmValueError(
                     f"{path}: layout {meta.get('layout')!r} version {meta.get('format_version')} "
-                    f"is not readable by this int4mm (expects {LAYOUT!r} version 1)"
+                    f"is not readable by this int4mm (expects {LAYOUT!r} version 1 or 2)"
                 )
-            host = {k: np.ascontiguousarray(data[k]) for k in ("qweight", "scales", "zeros", "mask")
-                    if k in data}
+            host = {k: np.ascontiguousarray(data[k])
+                    for k in ("qweight", "scales", "zeros", "mask", "perm") if k in data}
         DA = A.native().DeviceArray
         dev = {k: DA.from_host(v, device) for k, v in host.items()}
         w = prepare(dev["qweight"], dev["scales"], dev["zeros"], mask=dev.get("mask"),
-                    validate=False)
+                    perm=dev.get("perm"), validate=False)
         if (w.K, w.N, w.group_size) != (meta["K"], meta["N"], meta["group_size"]):
             raise Int4mmValueError(f"{path}: arrays disagree with the metadata {meta}")
         return w
@@ -160,7 +167,7 @@ def _weight_views(qweight, scales, zeros, mask, K, group_size):
     return (qv, mv, sv, zv), K, N, G, sparse
 
 
-def prepare(qweight, scales, zeros, mask=None, *, group_size=None, validate=True,
+def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, validate=True,
             stream=None) -> PreparedWeight:
     """Check quantized weights once and return a :class:`PreparedWeight`.
 
@@ -169,15 +176,24 @@ def prepare(qweight, scales, zeros, mask=None, *, group_size=None, validate=True
     ``mask`` is checked on the GPU (every 32-row block keeps exactly 16).
     Where a kernel of this GPU wants its own weight layout (Hopper's wgmma
     path), the converted copy is made here, once, and kept with the weight.
+
+    ``perm`` (int32 ``(K,)``, a permutation of ``0..K-1``) marks an
+    act-order weight whose rows were sorted by group (see
+    :func:`int4mm.load_gptq`): :func:`matmul` then computes
+    ``x[..., perm] @ W``, gathering ``x`` on the GPU first.  With
+    ``validate=True`` it is copied to the host once and checked.
     """
-    w = _weight(qweight, scales, zeros, mask, group_size)
+    w = _weight(qweight, scales, zeros, mask, group_size, perm)
     qv, mv, sv, zv = w._views
-    device = A.common_device([("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv)])
+    device = A.common_device([("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv),
+                              ("perm", w._permview)])
     w.device = device
     s = A.stream_handle(stream) if stream is not None else (qv.stream or 0)
     nat = A.native()
     if w.sparse and validate:
         nat.validate_sparse_mask(mv, w.K, w.N, device, s)
+    if w.perm is not None and validate:
+        _check_permutation(nat.copy_to_host(w._permview), w.K)
     layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size, w.sparse)
     if layout:
         buf = A.empty(qweight, (nbytes,), A.UINT8, device, s)
@@ -188,29 +204,54 @@ def prepare(qweight, scales, zeros, mask=None, *, group_size=None, validate=True
     return w
 
 
-def _weight(qweight, scales, zeros, mask, group_size) -> PreparedWeight:
+def _check_permutation(p, K):
+    """Raise naming ``perm`` unless host array ``p`` is a permutation of 0..K-1."""
+    import numpy as np
+
+    seen = np.zeros(K, dtype=bool)
+    inside = (p >= 0) & (p < K)
+    if not inside.all():
+        j = int(np.argmin(inside))
+        raise Int4mmValueError(f"perm: entry {j} is {int(p[j])}, outside 0..{K - 1}")
+    seen[p] = True
+    if not seen.all():
+        raise Int4mmValueError(
+            f"perm: not a permutation of 0..{K - 1} (row {int(np.argmin(seen))} never appears)"
+        )
+
+
+def _weight(qweight, scales, zeros, mask, group_size, perm=None) -> PreparedWeight:
     """A PreparedWeight over raw arrays: shapes checked, memory not yet."""
     views, K, N, G, sparse = _weight_views(qweight, scales, zeros, mask, None, group_size)
     w = PreparedWeight.__new__(PreparedWeight)
     w.K, w.N, w.group_size, w.sparse, w.device, w.layout = K, N, G, sparse, None, "raw"
-    w.qweight, w.scales, w.zeros, w.mask = qweight, scales, zeros, mask
+    w.qweight, w.scales, w.zeros, w.mask, w.perm = qweight, scales, zeros, mask, perm
     w.prepared, w._pview, w._layout_id = None, None, 0
     w._views = views
+    w._permview = None
+    if perm is not None:
+        w._permview = A.check(A.view(perm, "perm"), "perm", typestr=A.INT32, shape=(K,))
     return w
 
 
 # --------------------------------------------------------------------------- matmul
 
 
-def matmul(x, qweight, scales=None, zeros=None, *, mask=None, bias=None, group_size=None,
-           out=None, stream=None, path="auto"):
+def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=None,
+           group_size=None, out=None, stream=None, path="auto"):
     """``y = x @ dequantize(W) (+ bias)`` for fp16 ``x`` of shape ``(..., K)``.
 
     ``qweight`` is either a :class:`PreparedWeight` (then ``scales``,
     ``zeros`` and ``mask`` come from it) or a raw ``qweight`` array with
     ``scales``/``zeros`` (and ``mask`` for 16:32 sparse weights).  Returns
     ``out`` if given, else a new ``(..., N)`` fp16 array from ``x``'s own
-    library (torch, CuPy, Numba) or an int4mm ``DeviceArray``.
+    library (torch, CuPy, Numba), a JAX array for JAX input (zero-copy,
+    through DLPack), or an int4mm ``DeviceArray``.
+
+    ``perm`` (raw weights only; a PreparedWeight carries its own) marks an
+    act-order weight: the result is ``x[..., perm] @ W``.  ``x`` is then
+    gathered on the GPU into a temporary first: one extra read and write of
+    ``x`` (``4 * M * K`` bytes) and one small kernel launch per call.
 
     ``path``: "auto" (default), "small_m" or "large_m" forces one kernel
     family (both are correct for every shape; "auto" picks the faster).
@@ -220,9 +261,9 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, bias=None, group_s
     if stream is not None:
         stream = A.stream_handle(stream)
     if isinstance(qweight, PreparedWeight):
-        if scales is not None or zeros is not None or mask is not None:
+        if scales is not None or zeros is not None or mask is not None or perm is not None:
             raise Int4mmValueError(
-                "scales/zeros/mask: pass them to prepare(), not with a PreparedWeight"
+                "scales/zeros/mask/perm: pass them to prepare(), not with a PreparedWeight"
             )
         if group_size is not None and group_size != qweight.group_size:
             raise Int4mmValueError(
@@ -234,7 +275,7 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, bias=None, group_s
     else:
         if scales is None or zeros is None:
             raise Int4mmValueError("scales and zeros are required with a raw qweight array")
-        w = _weight(qweight, scales, zeros, mask, group_size)
+        w = _weight(qweight, scales, zeros, mask, group_size, perm)
         raw = True
     qv, mv, sv, zv = w._views
     K, N = w.K, w.N
@@ -253,25 +294,34 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, bias=None, group_s
         yv = A.check(A.view(out, "out"), "out", typestr=A.FP16, shape=out_shape, writable=True)
     placed = [("x", xv), ("bias", bv), ("out", yv)]
     if raw:
-        placed += [("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv)]
+        placed += [("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv),
+                   ("perm", w._permview)]
     device = A.common_device(placed)
     if not raw and M and device != w.device:
         raise Int4mmValueError(
             f"x is on device {device} but the weight is on device {w.device}; "
             "all arrays of one call must be on the same GPU"
         )
-    target, waits = A.launch_stream(stream, xv, (xv, qv, mv, sv, zv, bv, yv))
-    if out is None:
+    target, waits = A.launch_stream(stream, xv, (xv, qv, mv, sv, zv, bv, yv, w._permview))
+    allocated = out is None
+    if allocated:
         out = A.empty(x, out_shape, A.FP16, device, target)
         yv = A.view(out, "out")
     if M == 0:
-        return out
+        return A.result(x, out) if allocated else out
     nat = A.native()
     for producer in waits:
         nat.stream_wait(device, target, producer)
+    if w._permview is not None:
+        # Act-order: the weight's rows are sorted by group, so x's columns
+        # follow the same permutation (x @ W == x[..., perm] @ W_sorted).
+        gathered = A.scratch(x, tuple(xv.shape), A.FP16, device, target)
+        gv = A.view(gathered, "x[..., perm]")
+        nat.gather_columns(xv, w._permview, gv, M, K, device, target)
+        xv = gv
     nat.matmul(xv, qv, mv, sv, zv, bv, yv, M, N, K, K, N, w.group_size, _PATHS[path],
                device, target, w._pview, w._layout_id)
-    return out
+    return A.result(x, out) if allocated else out
 
 
 def chosen_path(M: int, weight: PreparedWeight) -> str:

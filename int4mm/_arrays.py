@@ -175,6 +175,10 @@ def launch_stream(stream, x, views) -> tuple[int, list[int]]:
 
 
 def _library_of(obj):
+    # A wrapper may name the library to allocate with (int4mm.torch's views).
+    lib = getattr(type(obj), "__int4mm_library__", None)
+    if lib is not None:
+        return lib
     mod = type(obj).__module__ or ""
     if mod.startswith("torch"):
         return "torch"
@@ -182,6 +186,8 @@ def _library_of(obj):
         return "cupy"
     if mod.startswith("numba"):
         return "numba"
+    if mod.startswith(("jax", "jaxlib")):
+        return "jax"
     return None
 
 
@@ -214,3 +220,42 @@ def empty(like, shape, typestr: str, device: int, stream: int):
 
 def numel(shape) -> int:
     return int(math.prod(shape))
+
+
+def scratch(like, shape, typestr: str, device: int, stream: int):
+    """A temporary device array that work enqueued on ``stream`` may use after
+    the caller drops it.
+
+    torch: from the caching allocator, marked as used on ``stream``
+    (``record_stream``) when that is not torch's current stream; CuPy: from
+    the memory pool of ``stream``; otherwise a cudaMalloc'ed array (whose
+    cudaFree waits for the device).
+    """
+    lib = _library_of(like)
+    if lib == "torch":
+        import torch
+
+        buf = empty(like, shape, typestr, device, stream)
+        current = torch.cuda.current_stream(device).cuda_stream
+        if stream != current and not (stream in (0, 1) and current == 0):
+            buf.record_stream(torch.cuda.ExternalStream(stream, device=f"cuda:{device}"))
+        return buf
+    if lib == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+            return cupy.empty(tuple(int(s) for s in shape), dtype=typestr)
+    if lib == "numba":
+        return empty(like, shape, typestr, device, stream)
+    return native().DeviceArray(tuple(int(s) for s in shape), typestr, device, stream)
+
+
+def result(x, out):
+    """What :func:`int4mm.matmul` returns for a result it allocated: JAX input
+    gets a JAX array (zero-copy, through DLPack), every other library the
+    array :func:`empty` made."""
+    if _library_of(x) == "jax":
+        import jax.dlpack
+
+        return jax.dlpack.from_dlpack(out)
+    return out

@@ -18,12 +18,17 @@ from .errors import BadDataError, Int4mmValueError
 __all__ = [
     "check_sparse_mask",
     "dequantize",
+    "dequantize_gptq",
     "group_size_of",
     "matmul",
     "pack_dense",
+    "pack_gptq_zeros",
     "pack_sparse",
+    "quantize_rtn",
+    "random_gptq",
     "random_weights",
     "unpack_dense",
+    "unpack_gptq_zeros",
     "unpack_sparse",
 ]
 
@@ -231,3 +236,183 @@ def random_weights(K: int, N: int, group_size: int | None = None, sparse: bool =
         out["mask"] = None
         out["keep"] = None
     return out
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def quantize_rtn(weight, group_size=None, sparse=False) -> dict:
+    """Round-to-nearest asymmetric 4-bit quantization (the GPU's int4mm.quantize, bit for bit).
+
+    ``weight``: ``(K, N)`` fp16 (other float dtypes are rounded to fp16
+    first).  ``group_size``: rows per group (None: per channel, ``G = K``).
+    With ``sparse=True`` each aligned 32-row block of each column first keeps
+    its 16 largest ``|w|`` (ties: the lower row), and groups are quantized
+    over the kept weights only.
+
+    Per (group, column), in float32 (every operation correctly rounded;
+    ``rint`` rounds half to even)::
+
+        lo = min(0, min w), hi = max(0, max w)     # over kept rows if sparse
+        if lo == hi: lo, hi = -1, 1                # an all-zero group
+        scale = float16((hi - lo) / 15)            # round to nearest even; 0 -> 2**-24
+        zero  = clip(rint(-lo / scale), 0, 15)     # scale read back from its fp16 value
+        code  = clip(rint(w / scale) + zero, 0, 15)
+
+    Returns ``qweight``, ``scales``, ``zeros`` (fp16 ``(K // G, N)``),
+    ``mask`` (None when dense), ``codes`` (uint8, 0 where pruned), ``keep``
+    (bool or None) and ``group_size``.
+    """
+    w = np.asarray(weight)
+    if w.ndim != 2:
+        raise Int4mmValueError(f"weight: expected a 2-D (K, N) array, got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.floating):
+        raise Int4mmValueError(f"weight: expected a floating-point array, got dtype {w.dtype}")
+    w16 = w.astype(np.float16)
+    K, N = w16.shape
+    G = K if group_size is None else int(group_size)
+    unit = SPARSE_BLOCK if sparse else 8
+    if K <= 0 or N <= 0 or G <= 0 or K % G or G % unit:
+        raise Int4mmValueError(
+            f"group_size: {G} must divide K = {K} and be a positive multiple of {unit}"
+            f"{' for 16:32 sparse weights' if sparse else ''}"
+        )
+    bad = ~np.isfinite(w16)
+    if bad.any():
+        k, n = (int(v) for v in np.argwhere(bad)[0])
+        raise BadDataError(f"weight: value at [k={k}, n={n}] is Inf or NaN; only finite "
+                           "weights can be quantized")
+    w32 = w16.astype(np.float32)
+    keep = None
+    if sparse:
+        mag = np.abs(w32).reshape(K // 32, 32, N)
+        order = np.argsort(-mag, axis=1, kind="stable")  # largest first, ties: lower row
+        kb = np.zeros(mag.shape, dtype=bool)
+        np.put_along_axis(kb, order[:, :SPARSE_KEEP, :], True, axis=1)
+        keep = kb.reshape(K, N)
+    wg = w32.reshape(K // G, G, N)
+    kept = wg if keep is None else np.where(keep.reshape(K // G, G, N), wg, np.float32(0))
+    lo = np.minimum(kept.min(axis=1), np.float32(0))
+    hi = np.maximum(kept.max(axis=1), np.float32(0))
+    flat = lo == hi
+    lo[flat] = np.float32(-1)
+    hi[flat] = np.float32(1)
+    scales = ((hi - lo) / np.float32(15)).astype(np.float16)
+    scales[scales == 0] = np.array(1, dtype=np.uint16).view(np.float16)  # 2**-24
+    s = scales.astype(np.float32)
+    zero = np.clip(np.rint(-lo / s), np.float32(0), np.float32(15)) + np.float32(0)
+    codes = np.clip(np.rint(wg / s[:, None, :]) + zero[:, None, :], 0, 15).astype(np.uint8)
+    codes = codes.reshape(K, N)
+    out = {"scales": scales, "zeros": zero.astype(np.float16), "group_size": G, "keep": keep}
+    if sparse:
+        codes = np.where(keep, codes, 0).astype(np.uint8)
+        out["qweight"], out["mask"] = pack_sparse(codes, keep)
+    else:
+        out["qweight"], out["mask"] = pack_dense(codes), None
+    out["codes"] = codes
+    return out
+
+
+# --------------------------------------------------------------------------- GPTQ checkpoints
+
+GPTQ_ZERO_STORAGES = ("v1", "v2")
+
+
+def _check_zero_storage(zero_storage):
+    if zero_storage not in GPTQ_ZERO_STORAGES:
+        raise Int4mmValueError(
+            f"zero_storage: expected 'v1' (classic GPTQ, stores zero - 1) or 'v2' (stores "
+            f"zero), got {zero_storage!r}"
+        )
+
+
+def unpack_gptq_zeros(qzeros, zero_storage="v1") -> np.ndarray:
+    """GPTQ ``qzeros`` int32 ``(K // G, N // 8)`` -> zero points float64 ``(K // G, N)``.
+
+    Word ``[g, j]`` holds the zero of column ``8*j + i`` in bits ``4*i .. 4*i+3``;
+    ``v1`` stores ``zero - 1`` (so 1 is added: a stored 15 means 16, as the
+    classic kernels compute it), ``v2`` stores ``zero``.
+    """
+    _check_zero_storage(zero_storage)
+    qz = np.asarray(qzeros)
+    if qz.ndim != 2 or qz.dtype not in (np.int32, np.uint32):
+        raise Int4mmValueError(f"qzeros: expected int32 (K // G, N // 8), got {qz.dtype} {qz.shape}")
+    u = qz.view(np.uint32)
+    groups, words = u.shape
+    z = np.empty((groups, words, 8), dtype=np.float64)
+    for i in range(8):
+        z[:, :, i] = (u >> np.uint32(4 * i)) & np.uint32(15)
+    z = z.reshape(groups, words * 8)
+    return z + 1.0 if zero_storage == "v1" else z
+
+
+def pack_gptq_zeros(zeros, zero_storage="v1") -> np.ndarray:
+    """Integer zero points ``(K // G, N)`` -> GPTQ ``qzeros`` int32 ``(K // G, N // 8)``.
+
+    ``v1`` stores ``(zero - 1) & 15`` (a zero of 0 wraps to 15, as GPTQ
+    writes it), ``v2`` stores ``zero`` (0..15).
+    """
+    _check_zero_storage(zero_storage)
+    z = np.asarray(zeros).astype(np.int64)
+    groups, N = z.shape
+    if N % 8:
+        raise Int4mmValueError(f"zeros: N = {N} must be a multiple of 8")
+    stored = (z - 1) & 15 if zero_storage == "v1" else z
+    if stored.min(initial=0) < 0 or stored.max(initial=0) > 15:
+        raise Int4mmValueError("zeros: v2 zero points must be integers in 0..15")
+    u = stored.astype(np.uint32).reshape(groups, N // 8, 8)
+    word = np.zeros((groups, N // 8), dtype=np.uint32)
+    for i in range(8):
+        word |= u[:, :, i] << np.uint32(4 * i)
+    return word.view(np.int32)
+
+
+def dequantize_gptq(qweight, qzeros, scales, g_idx=None, zero_storage="v1") -> np.ndarray:
+    """Dense float64 ``W`` ``(K, N)`` of a GPTQ checkpoint, straight from FORMATS.md.
+
+    ``W[k, n] = (q[k, n] - zero[g_idx[k], n]) * scales[g_idx[k], n]``, with
+    ``g_idx[k] = k // G`` when ``g_idx`` is None.  ``qzeros=None`` means a
+    symmetric checkpoint (zero 8 everywhere).
+    """
+    codes = unpack_dense(qweight).astype(np.float64)
+    K, N = codes.shape
+    s = np.asarray(scales, dtype=np.float64).reshape(-1, N)
+    groups = s.shape[0]
+    if qzeros is None:
+        z = np.full(s.shape, 8.0)
+    else:
+        z = unpack_gptq_zeros(qzeros, zero_storage)
+        if z.shape != s.shape:
+            raise Int4mmValueError(f"qzeros unpack to {z.shape}, scales are {s.shape}")
+    if g_idx is None:
+        if K % groups:
+            raise Int4mmValueError(f"scales: {groups} groups do not divide K = {K}")
+        g = np.arange(K) // (K // groups)
+    else:
+        g = np.asarray(g_idx).astype(np.int64)
+        if g.shape != (K,) or g.min() < 0 or g.max() >= groups:
+            raise Int4mmValueError(f"g_idx: expected ({K},) group indices in 0..{groups - 1}")
+    return (codes - z[g, :]) * s[g, :]
+
+
+def random_gptq(K: int, N: int, group_size: int = 128, *, act_order=False, sym=False,
+                zero_storage="v1", seed: int = 0) -> dict:
+    """Random GPTQ-format tensors (numpy): ``qweight``, ``qzeros``, ``scales``, ``g_idx``.
+
+    ``act_order=True`` gives a ``g_idx`` as GPTQ's desc_act writes it (each
+    group holds ``group_size`` rows, scattered by a random permutation);
+    otherwise ``g_idx[k] = k // G``.  ``sym=True`` uses zero 8.
+    """
+    rng = np.random.default_rng(seed)
+    G = group_size
+    codes = rng.integers(0, 16, size=(K, N), dtype=np.uint8)
+    scales = (rng.uniform(0.5, 1.5, size=(K // G, N)) / (4.6 * np.sqrt(K))).astype(np.float16)
+    zeros = np.full((K // G, N), 8) if sym else rng.integers(0, 16, size=(K // G, N))
+    if act_order:
+        order = rng.permutation(K)
+        g_idx = np.empty(K, dtype=np.int32)
+        g_idx[order] = np.arange(K) // G
+    else:
+        g_idx = (np.arange(K) // G).astype(np.int32)
+    return {"qweight": pack_dense(codes), "qzeros": pack_gptq_zeros(zeros, zero_storage),
+            "scales": scales, "g_idx": g_idx}

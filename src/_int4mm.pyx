@@ -39,6 +39,7 @@ from int4mm_c cimport (
     int4mm_device_info,
     int4mm_driver_version,
     int4mm_free,
+    int4mm_gather_columns,
     int4mm_get_device_info,
     int4mm_last_cuda_error,
     int4mm_last_cuda_error_name,
@@ -54,6 +55,7 @@ from int4mm_c cimport (
     int4mm_pointer_info,
     int4mm_prepare,
     int4mm_prepared_layout,
+    int4mm_quantize_rtn,
     int4mm_status,
     int4mm_stream_synchronize,
     int4mm_stream_wait,
@@ -906,3 +908,55 @@ cdef class DeviceArray:
     def __repr__(self):
         dtype = _DTYPE_NAMES.get(self.typestr, self.typestr)
         return f"DeviceArray(shape={self.shape}, dtype={dtype}, device={self.device})"
+
+
+# ---- quantization and act-order gather ----------------------------------------------
+
+def quantize_rtn(ArrayView weight not None, ArrayView qweight not None, ArrayView mask,
+                 ArrayView scales not None, ArrayView zeros not None, int64_t K, int64_t N,
+                 int64_t group_size, int device, uintptr_t stream):
+    """fp16 weight [K, N] (any strides) -> qweight (+ mask if not None), scales, zeros.
+
+    Dense when ``mask`` is None, 16:32 sparse otherwise.  Raises BadDataError
+    naming the first Inf/NaN weight (nothing written).
+    """
+    cdef int64_t bad_k = -1, bad_n = -1
+    cdef int64_t sk, sn
+    cdef int sparse = mask is not None
+    cdef int4mm_status status
+    cdef int32_t *mk = NULL
+    _require_matrix(weight, "weight", K, N, 2, False)
+    _require_matrix(qweight, "qweight", K // (16 if sparse else 8), N, 4, True)
+    if sparse:
+        _require_matrix(mask, "mask", K // 32, N, 4, True)
+        mk = <int32_t *>mask.ptr
+    _require_matrix(scales, "scales", K // group_size, N, 2, True)
+    _require_matrix(zeros, "zeros", K // group_size, N, 2, True)
+    sk = weight.strides[0]
+    sn = weight.strides[1]
+    with nogil:
+        status = int4mm_quantize_rtn(<const void *>weight.ptr, sk, sn, INT4MM_DTYPE_FP16, K, N,
+                                     group_size, sparse, <int32_t *>qweight.ptr, mk,
+                                     <void *>scales.ptr, <void *>zeros.ptr, device, stream,
+                                     &bad_k, &bad_n)
+    if status == INT4MM_ERR_BAD_DATA and bad_k >= 0:
+        _raise_status(status, f"weight: value at [k={bad_k}, n={bad_n}] is Inf or NaN; "
+                              f"only finite weights can be quantized")
+    _check(status)
+
+
+def gather_columns(ArrayView x not None, ArrayView perm not None, ArrayView out not None,
+                   int64_t M, int64_t K, int device, uintptr_t stream):
+    """Enqueues out[m, j] = x[m, perm[j]] for C-contiguous fp16 x, out [M, K], int32 perm [K]."""
+    cdef int4mm_status status
+    if x.size != M * K or out.size != M * K or x.itemsize != 2 or out.itemsize != 2:
+        raise Int4mmValueError(f"gather_columns: x and out must hold {M} x {K} fp16 values")
+    if not x.c_contiguous or not out.c_contiguous:
+        raise Int4mmValueError("gather_columns: x and out must be C-contiguous")
+    if perm.ndim != 1 or perm.shape[0] != K or perm.itemsize != 4 or not perm.c_contiguous:
+        raise Int4mmValueError(f"perm: expected a contiguous int32 array of shape ({K},), "
+                               f"got {perm.shape}")
+    with nogil:
+        status = int4mm_gather_columns(<const void *>x.ptr, K, <const int32_t *>perm.ptr, M, K,
+                                       <void *>out.ptr, K, INT4MM_DTYPE_FP16, device, stream)
+    _check(status)

@@ -123,6 +123,15 @@ cdef extern from "int4mm.h" nogil:
                                               int device, uintptr_t stream,
                                               int64_t *bad_k, int64_t *bad_n, int *bad_count)
 
+    int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_k, int64_t stride_n,
+                                      int dtype, int64_t K, int64_t N, int64_t group_size,
+                                      int sparse, int32_t *qweight, int32_t *mask,
+                                      void *scales, void *zeros, int device, uintptr_t stream,
+                                      int64_t *bad_k, int64_t *bad_n)
+    int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const int32_t *perm,
+                                        int64_t M, int64_t K, void *out, int64_t ldo,
+                                        int dtype, int device, uintptr_t stream)
+
 
 # ---- DLPack (legacy, unversioned ABI; https://dmlc.github.io/dlpack) ----------
 # Laid out exactly as dlpack.h v0.8: the enum fields are C ints.

@@ -202,8 +202,43 @@ int4mm_status int4mm_validate_sparse_mask(const int32_t *mask, int64_t K, int64_
                                           int device, uintptr_t stream,
                                           int64_t *bad_k, int64_t *bad_n, int *bad_count);
 
+/* ---- quantization (src/cuda/quantize.cu) ------------------------------- */
+
+/* Round-to-nearest asymmetric 4-bit quantization of weight [K, N] (element
+ * strides stride_k, stride_n; dtype INT4MM_DTYPE_FP16) in groups of
+ * group_size rows, written straight into the packed formats:
+ *   dense  (sparse == 0): qweight int32 [K/8, N]; mask unused (may be NULL);
+ *   sparse (sparse != 0): first keeps the 16 largest |w| of every aligned
+ *          32-row block of each column (ties: lower row), then quantizes
+ *          each group over its kept weights: qweight [K/16, N], mask [K/32, N];
+ * scales, zeros: fp16 [K/group_size, N] (contiguous, like qweight and mask).
+ * group_size divides K and is a multiple of 8 (dense) or 32 (sparse).
+ * Per (group, column), in fp32 with explicit rounding (bit-exact with
+ * int4mm.reference.quantize_rtn):
+ *   lo = min(0, min w), hi = max(0, max w); lo == hi -> lo = -1, hi = 1;
+ *   scale = fp16 round-to-nearest-even((hi - lo) / 15) (0 -> smallest subnormal);
+ *   zero = clamp(rint(-lo / scale), 0, 15);  code = clamp(rint(w / scale) + zero, 0, 15);
+ * rint rounds half to even.  A non-finite weight is refused with
+ * INT4MM_ERR_BAD_DATA before anything is written, *bad_k/*bad_n naming the
+ * first one (row-major); that check synchronizes `stream`. */
+int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_k, int64_t stride_n,
+                                  int dtype, int64_t K, int64_t N, int64_t group_size,
+                                  int sparse, int32_t *qweight, int32_t *mask,
+                                  void *scales, void *zeros, int device, uintptr_t stream,
+                                  int64_t *bad_k, int64_t *bad_n);
+
+/* ---- activation gather for act-order weights (src/cuda/gather.cu) ------- */
+
+/* out[m, j] = x[m, perm[j]] for x [M, K] (row stride ldx) and out [M, K]
+ * (row stride ldo), perm int32 [K] (entries outside [0, K) read as 0).
+ * Enqueued on `stream`; never synchronizes. */
+int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const int32_t *perm,
+                                    int64_t M, int64_t K, void *out, int64_t ldo,
+                                    int dtype, int device, uintptr_t stream);
+
 #ifdef __cplusplus
 }
 #endif
 
 #endif /* INT4MM_H_ */
+
