@@ -12,7 +12,13 @@ Environment:
   INT4MM_CUTLASS_DIR      CUTLASS checkout (also CUTLASS_PATH / CUTLASS_HOME); else
                           the installed nvidia-cutlass package, else an
                           nvidia_cutlass-*.whl in .whl/ (headers unpacked into build/)
-  INT4MM_VERSION          package version (default 0.1.0.dev0)
+  INT4MM_VARIANT          a binary variant of int4mm/_variants.py (cu121 ... cu130): the
+                          distribution is named int4mm-<variant> and built for that
+                          variant's architectures with that toolkit line's nvcc (checked).
+                          Unset: the sdist / source build, named `int4mm`
+  INT4MM_VERSION          package version (default: from the git tag, see tools/version.py)
+  NVCC_CCBIN              host compiler for nvcc (default: gcc, or an older
+                          /opt/rh/gcc-toolset-N when gcc is newer than the toolkit accepts)
 """
 
 from __future__ import annotations
@@ -42,6 +48,87 @@ OBJ_DIR = ROOT / "build" / "int4mm-cuda-obj"
 
 class BuildError(RuntimeError):
     pass
+
+
+def _load(path: Path, name: str):
+    """A module of this tree loaded by path (the package itself is not importable
+    before it is built)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # NamedTuple and dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+VARIANTS = _load(ROOT / "int4mm" / "_variants.py", "_int4mm_variants")
+VERSION = _load(ROOT / "tools" / "version.py", "_int4mm_version_tool").version()
+
+
+def selected_variant():
+    name = os.environ.get("INT4MM_VARIANT", "").strip()
+    if not name:
+        return None
+    try:
+        return VARIANTS.get(name)
+    except KeyError as exc:
+        sys.exit(f"error: INT4MM_VARIANT: {exc.args[0]}")
+
+
+VARIANT = selected_variant()
+DIST_NAME = VARIANT.dist if VARIANT else "int4mm"
+RELEASE_VARIANT = (VARIANT.name if VARIANT and not os.environ.get("INT4MM_CUDA_ARCHS", "").strip()
+                   else None)
+
+
+def nvcc_release(nvcc: Path) -> str:
+    out = subprocess.run([str(nvcc), "--version"], check=True, capture_output=True,
+                         text=True).stdout
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    if not m:
+        raise BuildError(f"cannot read the CUDA release from `{nvcc} --version`")
+    return f"{m.group(1)}.{m.group(2)}"
+
+
+def _gcc_major(compiler: str) -> int | None:
+    try:
+        out = subprocess.run([compiler, "-dumpversion"], check=True, capture_output=True,
+                             text=True).stdout
+        return int(out.strip().split(".")[0])
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def host_compiler_flags() -> list[str]:
+    """-ccbin for nvcc when the default gcc is newer than the variant's toolkit
+    accepts and an older gcc-toolset is installed (tools/cibw_before_all.sh
+    installs it in the manylinux container)."""
+    if VARIANT is None or os.environ.get("NVCC_CCBIN") or "-ccbin" in os.environ.get(
+            "INT4MM_NVCC_FLAGS", ""):
+        return []
+    major = _gcc_major(os.environ.get("CXX") or "g++")
+    if major is None or major <= VARIANT.max_gcc:
+        return []
+    for n in range(VARIANT.max_gcc, 10, -1):
+        gxx = Path(f"/opt/rh/gcc-toolset-{n}/root/usr/bin/g++")
+        if gxx.is_file():
+            return ["-ccbin", str(gxx)]
+    raise BuildError(f"{VARIANT.dist}: CUDA {VARIANT.toolkit} accepts gcc <= {VARIANT.max_gcc}, "
+                     f"but g++ is {major}: install gcc-toolset-{VARIANT.max_gcc} or set NVCC_CCBIN")
+
+
+def write_build_version() -> None:
+    """int4mm/_build_version.py: what `int4mm.__version__` and `info()` report
+    (written before build_py copies the package)."""
+    path = ROOT / "int4mm" / "_build_version.py"
+    text = (
+        "# Written by setup.py at build time; not in git.\n"
+        f"version = {VERSION!r}\n"
+        # A variant with its archs overridden is not that variant's release build.
+        f"variant = {RELEASE_VARIANT!r}\n"
+        f"dist = {DIST_NAME!r}\n"
+    )
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _toolkit_root(nvcc: Path) -> Path | None:
@@ -178,6 +265,11 @@ def gpu_targets(nvcc: Path) -> tuple[list[str], list[str]]:
     env = os.environ.get("INT4MM_CUDA_ARCHS", "").strip()
     if env:
         archs = [_parse_arch(e) for e in re.split(r"[;, ]+", env) if e.strip()]
+        if VARIANT is not None:
+            print(f"int4mm: WARNING: INT4MM_CUDA_ARCHS={env} replaces the archs of "
+                  f"{VARIANT.dist} ({';'.join(VARIANT.archs)}): not for release", flush=True)
+    elif VARIANT is not None:
+        archs = list(VARIANT.archs)
     else:
         archs = default_archs(nvcc)
     if not archs:
@@ -189,6 +281,8 @@ def gpu_targets(nvcc: Path) -> tuple[list[str], list[str]]:
     # ('a') and family ('f') PTX does not run on later GPUs, so the PTX is the
     # plain compute_XX of that arch.
     ptx = str(_arch_number(archs[-1]))
+    if VARIANT is not None and not env:
+        ptx = VARIANT.ptx
     flags.append(f"-gencode=arch=compute_{ptx},code=compute_{ptx}")
     names.append(f"compute_{ptx}")
     return flags, names
@@ -225,6 +319,7 @@ def compile_cuda(nvcc: Path, root: Path) -> list[str]:
         f"-I{CUDA_SRC}", f"-I{root / 'include'}",
         *([f"-I{cutlass}"] if cutlass is not None else []),
         f'-DINT4MM_COMPILED_TARGETS="{targets_define}"',
+        *host_compiler_flags(),
         *gencode,
         *shlex.split(os.environ.get("INT4MM_NVCC_FLAGS", "")),
     ]
@@ -267,6 +362,12 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         try:
             nvcc, root = find_cuda()
+            release = nvcc_release(nvcc)
+            if VARIANT is not None and release != VARIANT.toolkit:
+                raise BuildError(
+                    f"{VARIANT.dist} is built with CUDA {VARIANT.toolkit}, but {nvcc} is CUDA "
+                    f"{release}: point CUDA_HOME at a {VARIANT.toolkit} toolkit or pick the "
+                    f"variant of this toolkit (INT4MM_VARIANT, see int4mm/_variants.py)")
             objects = compile_cuda(nvcc, root)
             cudart = find_cudart_static(root)
         except BuildError as exc:
@@ -299,8 +400,40 @@ def extensions():
     )
 
 
+# Metadata lives here, not in pyproject's [project], because the distribution
+# name depends on the variant (PEP 621 forbids a dynamic name).
+write_build_version()
+_README = (ROOT / "README.md").read_text(encoding="utf-8")
+_SUMMARY = "fp16 x int4 matrix multiplication for NVIDIA GPUs, usable from any CUDA Python stack"
+if VARIANT is not None:
+    _SUMMARY += (f" (CUDA {VARIANT.toolkit} build: NVIDIA driver >= {VARIANT.min_driver}; "
+                 f"import name int4mm)")
+
 setup(
-    version=os.environ.get("INT4MM_VERSION", "0.1.0.dev0"),
+    name=DIST_NAME,
+    version=VERSION,
+    description=_SUMMARY,
+    long_description=_README,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    install_requires=["numpy"],
+    extras_require={"test": ["pytest"]},
+    packages=["int4mm"],
+    package_data={"int4mm": ["py.typed"]},
+    zip_safe=False,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Programming Language :: Cython",
+        "Environment :: GPU :: NVIDIA CUDA",
+        *([f"Environment :: GPU :: NVIDIA CUDA :: {VARIANT.cuda_major}"] if VARIANT else []),
+        "Operating System :: POSIX :: Linux",
+    ],
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExt},
 )

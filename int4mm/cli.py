@@ -15,13 +15,18 @@ def _print_info(as_json: bool) -> int:
         print(json.dumps(data, indent=2))
         return 0
     print(f"int4mm {data['int4mm']} (Python {data['python']})")
+    if data.get("variant"):
+        print(f"  distribution: {data['dist']} (CUDA {data['variant_cuda']} variant; needs an "
+              f"NVIDIA driver >= {data['min_driver']})")
+    else:
+        print(f"  distribution: {data['dist']} (built from source)")
     if "error" in data:
         print(f"  error: {data['error']}")
         return 1
     print(f"  built with CUDA runtime {data['cuda_runtime']} (linked statically)")
     print(f"  compiled targets: {' '.join(data['compiled_targets'])}")
     print(f"  driver: CUDA {data['driver_cuda']} - {data['driver_status']}")
-    print("  the core does not use torch: a torch built for another CUDA version is harmless")
+    print(f"  torch: {data['torch']}")
     if not data["devices"]:
         print("  GPUs: none visible")
     for d in data["devices"]:

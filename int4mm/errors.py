@@ -35,9 +35,34 @@ class CUDAError(Int4mmError, RuntimeError):
         self.name = name
 
 
+_CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+
+
+def _with_hint(message: str, kind: str) -> str:
+    """The C layer's message plus one sentence naming the int4mm variant that
+    fits (int4mm._info.error_hint); never fails."""
+    try:
+        from ._info import error_hint
+
+        hint = error_hint(kind, message)
+    except Exception:  # noqa: BLE001 - a hint must never hide the real error
+        hint = None
+    return f"{message.rstrip('. ')}. {hint}" if hint else message
+
+
 class NoDeviceError(CUDAError):
     """No usable NVIDIA driver or GPU is present."""
+
+    def __init__(self, message: str, code: int = 0, name: str = ""):
+        if code == _CUDA_ERROR_INSUFFICIENT_DRIVER:  # driver too old for this variant
+            message = _with_hint(message, "driver")
+        super().__init__(message, code, name)
 
 
 class UnsupportedDeviceError(Int4mmError, RuntimeError):
     """The GPU is visible but this build of int4mm has no code for it."""
+
+    def __init__(self, message: str = ""):
+        if "compute capability" in message:  # from the first GPU call: say which wheel fits
+            message = _with_hint(message, "arch")
+        super().__init__(message)

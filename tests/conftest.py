@@ -4,9 +4,31 @@ framework adapters and output poisoning for GPU tests."""
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
+
+
+def pytest_report_header(config):
+    try:
+        import int4mm
+    except ImportError as exc:
+        return f"int4mm: not importable ({exc})"
+    return f"int4mm {int4mm.__version__} from {os.path.dirname(int4mm.__file__)}"
+
+
+def pytest_configure(config):
+    """With INT4MM_EXPECT_INSTALLED_AT (tools/test_installed.sh), the tests must
+    exercise that installed copy, not a source tree that shadows it."""
+    expected = os.environ.get("INT4MM_EXPECT_INSTALLED_AT")
+    if expected:
+        import int4mm
+
+        here = os.path.realpath(os.path.dirname(int4mm.__file__))
+        if here != os.path.realpath(expected):
+            raise pytest.UsageError(f"int4mm imported from {here}, expected the installed "
+                                    f"{expected}")
 
 
 class FakeCAI:
