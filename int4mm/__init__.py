@@ -21,6 +21,7 @@ from ._api import (
     validate_sparse_mask,
 )
 from ._info import info, is_available
+from ._shard import plan_shards, shard
 from ._version import __version__
 from .errors import (
     BadDataError,
@@ -52,9 +53,11 @@ __all__ = [
     "matmul",
     "pack_dense",
     "pack_sparse",
+    "plan_shards",
     "prepare",
     "quantize",
     "reference",
+    "shard",
     "unpack_dense",
     "unpack_sparse",
     "validate_sparse_mask",

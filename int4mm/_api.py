@@ -68,6 +68,12 @@ class PreparedWeight:
         """``(K, N)``: in_features, out_features."""
         return (self.K, self.N)
 
+    def shard(self, dim, parts, **kwargs):
+        """Split for tensor parallelism: see :func:`int4mm.shard`."""
+        from ._shard import shard
+
+        return shard(self, dim, parts, **kwargs)
+
     def save(self, path) -> None:
         """Write the weights (copied to the host) and metadata to ``path`` (.npz)."""
         import numpy as np
@@ -296,7 +302,8 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=No
     if raw:
         placed += [("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv),
                    ("perm", w._permview)]
-    device = A.common_device(placed)
+    # An empty x may carry no device (null pointer): then the weight's decides.
+    device = A.common_device(placed, default=0 if raw else w.device)
     if not raw and M and device != w.device:
         raise Int4mmValueError(
             f"x is on device {device} but the weight is on device {w.device}; "

@@ -81,8 +81,8 @@ def check(v, name: str, *, typestr, ndim=None, shape=None, contiguous=True, alig
     return v
 
 
-def common_device(views) -> int:
-    """The one GPU every non-empty array lives on.
+def common_device(views, default: int = 0) -> int:
+    """The one GPU every non-empty array lives on (``default`` when all are empty).
 
     Refuses host memory and arrays spread over several devices, naming the
     argument.  Called after the shape rules, so a wrong shape is reported as
@@ -105,7 +105,7 @@ def common_device(views) -> int:
                 f"{name} is on device {v.device} but {first} is on device {device}; "
                 "all arrays of one call must be on the same GPU"
             )
-    return 0 if device is None else device
+    return default if device is None else device
 
 
 def stream_handle(stream) -> int:

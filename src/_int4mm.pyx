@@ -960,3 +960,71 @@ def gather_columns(ArrayView x not None, ArrayView perm not None, ArrayView out 
         status = int4mm_gather_columns(<const void *>x.ptr, K, <const int32_t *>perm.ptr, M, K,
                                        <void *>out.ptr, K, INT4MM_DTYPE_FP16, device, stream)
     _check(status)
+
+
+# ==== multi-GPU: block copies (int4mm.shard) =============================================
+
+from int4mm_c cimport int4mm_copy_2d
+
+
+cdef tuple _as_rows_cols(ArrayView v, str what):
+    """(rows, cols) of a C-contiguous 1-D (one row) or 2-D array."""
+    if v.ndim == 1:
+        return 1, v.shape[0]
+    if v.ndim == 2:
+        return v.shape[0], v.shape[1]
+    raise Int4mmValueError(f"{what}: copy_2d takes 1-D or 2-D arrays, got shape {v.shape}")
+
+
+def copy_2d(ArrayView dst not None, ArrayView src not None, int64_t row0, int64_t row1,
+            int64_t col0, int64_t col1, uintptr_t stream):
+    """Enqueues ``dst[...] = src[row0:row1, col0:col1]`` on ``stream`` (a stream of
+    ``dst``'s device); ``src`` may live on another GPU.
+
+    Ranges are in elements; a 1-D ``src`` is one row.  Both arrays are
+    C-contiguous with one element size; ``dst`` holds exactly the block.
+    Byte offsets and pitches are computed here, not in Python.
+    """
+    cdef int64_t src_rows, src_cols, rows, cols
+    cdef int64_t item = src.itemsize
+    cdef size_t src_pitch, dst_pitch, width, height
+    cdef const char *sp
+    cdef void *dp
+    cdef int dst_device, src_device
+    cdef int4mm_status status
+    src_rows, src_cols = _as_rows_cols(src, src.name)
+    if not (0 <= row0 <= row1 <= src_rows and 0 <= col0 <= col1 <= src_cols):
+        raise Int4mmValueError(
+            f"{src.name}: block rows [{row0}, {row1}), columns [{col0}, {col1}) is outside "
+            f"its {src_rows} x {src_cols} elements")
+    rows = row1 - row0
+    cols = col1 - col0
+    if dst.itemsize != src.itemsize:
+        raise Int4mmValueError(
+            f"{dst.name}: element size {dst.itemsize} differs from {src.name}'s {src.itemsize}")
+    if dst.size != rows * cols:
+        raise Int4mmValueError(
+            f"{dst.name}: holds {dst.size} elements, the block has {rows} x {cols}")
+    if rows == 0 or cols == 0:
+        return
+    for v in (src, dst):
+        if not (<ArrayView>v).c_contiguous:
+            raise Int4mmValueError(
+                f"{(<ArrayView>v).name}: must be C-contiguous (strides {(<ArrayView>v).strides})")
+        if (<ArrayView>v).mem_kind != INT4MM_MEM_DEVICE and \
+                (<ArrayView>v).mem_kind != INT4MM_MEM_MANAGED:
+            raise Int4mmValueError(f"{(<ArrayView>v).name}: is not in GPU memory")
+    if dst.readonly:
+        raise Int4mmValueError(f"{dst.name}: is read-only")
+    src_pitch = <size_t>(src_cols * item)
+    dst_pitch = <size_t>(cols * item)
+    width = <size_t>(cols * item)
+    height = <size_t>rows
+    sp = <const char *>src.ptr + <size_t>((row0 * src_cols + col0) * item)
+    dp = <void *>dst.ptr
+    dst_device = dst.device
+    src_device = src.device
+    with nogil:
+        status = int4mm_copy_2d(dp, dst_pitch, <const void *>sp, src_pitch, width, height,
+                                dst_device, src_device, stream)
+    _check(status)

@@ -167,3 +167,11 @@ cdef struct DLManagedTensor:
     DLTensor dl_tensor
     void *manager_ctx
     void (*deleter)(DLManagedTensor *) noexcept nogil
+
+
+# ---- multi-GPU: block copies (int4mm.shard) -----------------------------------
+
+cdef extern from "int4mm.h" nogil:
+    int4mm_status int4mm_copy_2d(void *dst, size_t dst_pitch_bytes, const void *src,
+                                 size_t src_pitch_bytes, size_t width_bytes, size_t height,
+                                 int dst_device, int src_device, uintptr_t stream)

@@ -242,3 +242,28 @@ int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const int32_t *p
 
 #endif /* INT4MM_H_ */
 
+
+/* ==== multi-GPU: block copies (used by int4mm.shard) ======================
+ * Kept in its own guarded block at the end of the header. */
+#ifndef INT4MM_H_COPY_2D_
+#define INT4MM_H_COPY_2D_
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Copies `height` rows of `width_bytes` bytes from `src` (row pitch
+ * src_pitch_bytes, memory of src_device) to `dst` (row pitch dst_pitch_bytes,
+ * memory of dst_device).  width_bytes <= both pitches.  Same device: a 2-D
+ * device-to-device copy; different devices: a peer copy (cudaMemcpy3DPeerAsync;
+ * NVLink/PCIe peer access where available, else staged by the driver).
+ * Enqueued on `stream`, a stream of dst_device; does not synchronize.  The
+ * caller orders the copy after the source's writer (on another device: by
+ * synchronizing it first).  Zero width or height is a no-op. */
+int4mm_status int4mm_copy_2d(void *dst, size_t dst_pitch_bytes, const void *src,
+                             size_t src_pitch_bytes, size_t width_bytes, size_t height,
+                             int dst_device, int src_device, uintptr_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INT4MM_H_COPY_2D_ */
