@@ -50,8 +50,14 @@ TOKENS = (1, 16, 300)           # decode-like and prefill-like batches (both ker
 TOL = 2e-3
 
 
-class Int4Linear(torch.nn.Module):
-    """``x @ W (+ bias)`` with W an int4mm PreparedWeight (a whole or a shard)."""
+try:  # int4mm's torch layer, where this int4mm has it
+    from int4mm.torch import Int4Linear
+except ImportError:
+    Int4Linear = None
+
+
+class PreparedLinear(torch.nn.Module):
+    """``x @ W (+ bias)`` with W an int4mm PreparedWeight (used without int4mm.torch)."""
 
     def __init__(self, weight: int4mm.PreparedWeight, bias: torch.Tensor | None = None):
         super().__init__()
@@ -60,6 +66,15 @@ class Int4Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return int4mm.matmul(x, self.weight, bias=self.bias)
+
+
+def linear(weight: int4mm.PreparedWeight, bias: torch.Tensor | None = None) -> torch.nn.Module:
+    """An int4 linear layer over a (sharded) weight: int4mm.torch.Int4Linear, else a
+    minimal module calling int4mm.matmul."""
+    if Int4Linear is not None:
+        return Int4Linear.from_quantized(weight.qweight, weight.scales, weight.zeros,
+                                         weight.mask, bias=bias)
+    return PreparedLinear(weight, bias)
 
 
 def host_model():
@@ -92,10 +107,15 @@ def run(rank: int, world: int, local_rank: int) -> bool:
 
     # Column parallel layer 1, row parallel layer 2.
     lo, hi = int4mm.plan_shards(K1, N1, GROUP, False, "n", world)[rank]
-    l1 = Int4Linear(int4mm.shard(full1, "n", world, index=rank), b1_t[lo:hi].contiguous())
-    l2 = Int4Linear(int4mm.shard(full2, "k", world, index=rank))
-    assert l1.weight.shape == (K1, hi - lo) and l2.weight.shape == (hi - lo, N2)
-    assert l1.weight.device == local_rank and l2.weight.device == local_rank
+    part1 = int4mm.shard(full1, "n", world, index=rank)
+    part2 = int4mm.shard(full2, "k", world, index=rank)
+    assert part1.shape == (K1, hi - lo) and part2.shape == (hi - lo, N2)
+    assert part1.device == local_rank and part2.device == local_rank
+    l1 = linear(part1, b1_t[lo:hi].contiguous())
+    l2 = linear(part2)
+    if rank == 0:
+        print(f"layers: {type(l1).__module__}.{type(l1).__name__}; rank {rank} holds W1 "
+              f"columns {lo}..{hi - 1} and W2 rows {lo}..{hi - 1}", flush=True)
 
     # All collectives first, identical on every rank (no rank leaves the
     # sequence early, so a failed check cannot leave a peer waiting).
@@ -112,7 +132,7 @@ def run(rank: int, world: int, local_rank: int) -> bool:
     ok = True
     for M, x_host, x, y in results:
         # The unsharded pair on this GPU, and the float64 reference.
-        y_full = Int4Linear(full2, b2_t)(torch.relu(Int4Linear(full1, b1_t)(x)))
+        y_full = linear(full2, b2_t)(torch.relu(linear(full1, b1_t)(x)))
         h_ref = np.maximum(ref.matmul(x_host, w1["qweight"], w1["scales"], w1["zeros"], bias=b1),
                            0.0)
         y_ref = ref.matmul(h_ref, w2["qweight"], w2["scales"], w2["zeros"], bias=b2)

@@ -145,7 +145,7 @@ step_tp() {
     else
         timed "$TP_TIMEOUT" "$PY" examples/tp_two_gpus.py > "$OUT/tp.log" 2>&1 || rc=$?
     fi
-    grep -E '(M= *[0-9]+:|tp_two_gpus)' "$OUT/tp.log" || tail -n 30 "$OUT/tp.log" | cut -c 1-300
+    grep -E '(M= *[0-9]+:|tp_two_gpus|layers:)' "$OUT/tp.log" || tail -n 30 "$OUT/tp.log" | cut -c 1-300
     if ((rc != 0)); then
         echo "tp example exit $rc; end of tp.log:"
         tail -n 20 "$OUT/tp.log" | cut -c 1-300
