@@ -20,8 +20,14 @@ _PATH_NAMES = {v: k for k, v in _PATHS.items()}
 #: layouts are derived again on load, for whichever GPU loads them.
 LAYOUT = "raw-v1"
 
-#: Names of the kernel-specific layouts (INT4MM_LAYOUT_* in int4mm.h).
-_LAYOUT_NAMES = {0: "raw", 1: "sm90-wgmma"}
+#: Names of the kernel-specific layout sections (INT4MM_LAYOUT_* bits in int4mm.h).
+_LAYOUT_BITS = ((2, "small-m-tiled"), (1, "sm90-wgmma"))
+
+
+def _layout_name(layout: int) -> str:
+    """"raw", or the prepared sections joined by "+" (e.g. "small-m-tiled+sm90-wgmma")."""
+    names = [name for bit, name in _LAYOUT_BITS if layout & bit]
+    return "+".join(names) if names else "raw"
 
 
 # --------------------------------------------------------------------------- weights
@@ -81,7 +87,7 @@ class PreparedWeight:
         # Version 2 adds the act-order ``perm``; files without one stay version 1,
         # readable by older int4mm (which would ignore a perm and compute wrongly).
         meta = {"K": self.K, "N": self.N, "group_size": self.group_size,
-                "sparse": self.sparse, "layout": self.layout,
+                "sparse": self.sparse, "layout": LAYOUT,
                 "format_version": 1 if self.perm is None else 2}
         arrays = {name: _to_host(getattr(self, name), name)
                   for name in ("qweight", "scales", "zeros", "mask", "perm")
@@ -206,7 +212,7 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
         pv = A.view(buf, "prepared")
         nat.prepare(layout, qv, mv, sv, zv, w.K, w.N, w.group_size, pv, device, s)
         w.prepared, w._pview, w._layout_id = buf, pv, layout
-    w.layout = _LAYOUT_NAMES.get(layout, str(layout))
+    w.layout = _layout_name(layout)
     return w
 
 

@@ -90,6 +90,7 @@ cdef extern from "int4mm.h" nogil:
     enum:
         INT4MM_LAYOUT_NONE
         INT4MM_LAYOUT_SM90_WGMMA
+        INT4MM_LAYOUT_SMALL_M_TILED
 
     int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N, int64_t group_size,
                                          int sparse, int *layout, size_t *nbytes)

@@ -151,3 +151,32 @@ def test_chosen_path_depends_on_m():
     p = int4mm.prepare(*device_weights(fw, w)[:3])
     assert int4mm.chosen_path(1, p) == "small_m"
     assert int4mm.chosen_path(4096, p) == "large_m"
+
+
+def _is_hopper():
+    import torch
+
+    return torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.mark.parametrize("path", ["auto", "large_m"])
+@pytest.mark.parametrize("M", [1, 17, 33, 64, 255, 256, 1000, 2048])
+@pytest.mark.parametrize("G", [64, 128, None, 32], ids=lambda g: f"g{g or 'chan'}")
+@pytest.mark.parametrize("K,N", [(1024, 128), (2048, 1040), (5120, 5120)], ids=lambda v: str(v))
+def test_matmul_prepared(K, N, G, M, path):
+    """Prepared weights: on Hopper these take the wgmma kernel (except G = 32,
+    which it does not support and which must fall back, still correct)."""
+    fw = framework("torch")
+    w, W = problem(K, N, G, False)
+    p = int4mm.prepare(*device_weights(fw, w)[:3])
+    assert "small-m-tiled" in p.layout, p  # K and G multiples of 32: decode layout
+    if _is_hopper() and "sm_90a" in int4mm.info()["compiled_targets"]:
+        assert ("sm90-wgmma" in p.layout) == (G != 32), p  # wgmma needs G % 64 == 0
+    x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float16)
+    b = np.random.default_rng(1).standard_normal(N).astype(np.float16)
+    out = fw.poisoned((M, N))
+    int4mm.matmul(fw.to_device(x), p, bias=fw.to_device(b), out=out, path=path)
+    y = fw.to_host(out)
+    assert not np.isnan(y).any(), "kernel left output cells unwritten"
+    err = rel_err(y, reference_product(x, W, b))
+    assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, M={M}, {path})"

@@ -141,14 +141,17 @@ int int4mm_matmul_chosen_path(const int4mm_matmul_args *args);
 
 /* ---- prepared layouts ---------------------------------------------------- */
 
+/* Bit flags: a prepared buffer holds one section per set bit (see
+ * src/cuda/prepared_layout.cuh for the arrangement). */
 enum {
-    INT4MM_LAYOUT_NONE = 0,       /* raw formats only */
-    INT4MM_LAYOUT_SM90_WGMMA = 1  /* Hopper wgmma mixed-input path (dense) */
+    INT4MM_LAYOUT_NONE = 0,          /* raw formats only */
+    INT4MM_LAYOUT_SM90_WGMMA = 1,    /* Hopper wgmma mixed-input path (dense) */
+    INT4MM_LAYOUT_SMALL_M_TILED = 2  /* decode / mid-M tensor-core path (dense) */
 };
 
-/* The best layout int4mm_prepare() can produce for this weight on `device`
- * (INT4MM_LAYOUT_NONE when no kernel wants one), and the bytes of device
- * memory it needs.  Never fails for lack of a layout. */
+/* The layouts int4mm_prepare() would produce for this weight on `device`
+ * (INT4MM_LAYOUT_NONE when no kernel wants one) and the bytes of device
+ * memory they need together.  Never fails for lack of a layout. */
 int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N, int64_t group_size,
                                      int sparse, int *layout, size_t *bytes);
 
@@ -241,7 +244,6 @@ int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const int32_t *p
 #endif
 
 #endif /* INT4MM_H_ */
-
 
 /* ==== multi-GPU: block copies (used by int4mm.shard) ======================
  * Kept in its own guarded block at the end of the header. */

@@ -1,6 +1,8 @@
 // Matmul entry points: argument checks and the one dispatch table that picks
 // a kernel family (SMALL_M: CUDA cores, LARGE_M: tensor cores).
 #include "matmul_kernels.cuh"
+#include "matmul_wgmma.cuh"
+#include "prepared_layout.cuh"
 
 #include <cinttypes>
 
@@ -19,8 +21,16 @@ int log2_exact(int64_t v) {
 // layout when group_size % 32 == 0 (else the v1 CUDA-core kernel, which
 // streams the weights once per 8 rows of x); LARGE_M's time is flat up to
 // M = 128.  The thresholds are where they cross (measured).
+bool has_wgmma_layout(const int4mm_matmul_args &a) {
+    return a.prepared != nullptr && (a.layout & INT4MM_LAYOUT_SM90_WGMMA) != 0 && a.mask == nullptr;
+}
+
 int resolve_path(const int4mm_matmul_args &a) {
     if (a.path == INT4MM_PATH_SMALL_M || a.path == INT4MM_PATH_LARGE_M) return a.path;
+    // A weight prepared for Hopper's wgmma kernel: that kernel wins from
+    // kWgmmaMinM rows up (it reads the weights once per wave of tiles at
+    // near-fp16 tensor-core speed; below, the decode kernel streams faster).
+    if (has_wgmma_layout(a)) return a.M > kWgmmaMinM ? INT4MM_PATH_LARGE_M : INT4MM_PATH_SMALL_M;
     // group_size % 32 == 0: the v2 tensor-core SMALL_M kernel applies and
     // beats the LARGE_M tile kernel up to kSmallMThresholdMma rows.
     const int64_t limit = a.group_size % 32 == 0 ? kSmallMThresholdMma : kSmallMThreshold;
@@ -118,12 +128,22 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
 
     DeviceGuard guard;
     if ((st = guard.enter(a.device)) != INT4MM_OK) return st;
-    const MatmulProblem p = make_problem(a);
+    MatmulProblem p = make_problem(a);
     const cudaStream_t stream = as_stream(a.stream);
+    const PreparedSections sec = a.prepared && a.mask == nullptr
+                                     ? prepared_sections(a.layout, a.K, a.N, a.group_size)
+                                     : PreparedSections{};
+    if (sec.tiled_bytes) p.tiled = static_cast<const char *>(a.prepared) + sec.tiled_offset;
     switch (resolve_path(a)) {
         case INT4MM_PATH_SMALL_M:
             return launch_matmul_small_m(p, stream);
         default:
+            if (has_wgmma_layout(a)) {
+                int4mm_matmul_args w = a;  // the wgmma kernel sees only its own section
+                w.prepared = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
+                w.layout = INT4MM_LAYOUT_SM90_WGMMA;
+                return launch_matmul_wgmma(w, stream);
+            }
             return launch_matmul_tc(p, stream);
     }
 }

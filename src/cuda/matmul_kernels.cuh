@@ -32,6 +32,10 @@ struct MatmulProblem {
     int M, N, K;
     int group_size;
     int group_shift;          // log2(group_size) when it is a power of two, else -1
+    // Dense weights also in the SMALL_M "tiled" layout (prepare_small_m.cu),
+    // or nullptr: the v2 SMALL_M kernel then reads qweight (raw).  Ignored
+    // for sparse weights and by every other kernel.
+    const void *tiled = nullptr;
 };
 
 // Keeps every int index (k, n, m, tile corners plus a tile) far from 2^31.
@@ -47,9 +51,13 @@ constexpr int kSmallMThreshold = 16;
 // v1 tensor-core tile kernel): M = 64: 57 vs 225 us, M = 128: 115 vs 241 us,
 // M = 256: 229 vs 243 us (benchmarks/NOTES.md, "v2").
 constexpr int kSmallMThresholdMma = 128;
+// With a wgmma-prepared weight (Hopper), AUTO uses wgmma above this many rows.
+constexpr int kWgmmaMinM = 32;
 // 16:32 sparse at M <= this stays on the v1 CUDA-core kernel, which is
-// faster there (the v2 kernel's per-word mask expansion is ALU bound).
-constexpr int kSparseV1MaxM = 0;
+// faster there (H100, 8192^2, G = 128: M = 1 v1 29.7 vs v2 45.1 us, M = 2
+// 39.3 vs 45.6, M = 4 73.6 vs 45.9): the v2 per-word mask expansion is
+// ALU heavy and flat in M, v1 grows with M.
+constexpr int kSparseV1MaxM = 2;
 
 // Largest N the tensor-core launcher accepts (its N tiles are grid.y).
 constexpr int64_t kTcMaxN = int64_t(65535) * 128;
@@ -65,6 +73,13 @@ int4mm_status launch_matmul_small_m_v1(const MatmulProblem &p, cudaStream_t stre
 bool mma_small_supported(const MatmulProblem &p);
 int4mm_status launch_matmul_mma_small(const MatmulProblem &p, cudaStream_t stream, int xr, int wk);
 int4mm_status launch_matmul_tc(const MatmulProblem &p, cudaStream_t stream);
+
+// SMALL_M "tiled" prepared layout of dense qweight (prepare_small_m.cu):
+// 512-byte tiles (32 columns x 32 k, lane order of the v2 kernel), the slabs
+// of one 32-column group consecutive.  Bytes needed (0: K % 32 != 0 or
+// N % 8 != 0, no tiled layout), and the conversion (enqueued on s, no sync).
+size_t small_m_tiled_bytes(int64_t K, int64_t N);
+int4mm_status prepare_small_m_tiled(const uint32_t *qweight, int64_t K, int64_t N, void *out, cudaStream_t s);
 
 // ---- device helpers shared by both kernel families -----------------------
 

@@ -75,6 +75,14 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int sr
 __device__ __forceinline__ void cp_async8(uint32_t dst, const void *src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src) : "memory");
 }
+// 16 bytes straight to registers: no L1 allocation, L2 evict-first.
+__device__ __forceinline__ uint4 ldg_nc_ef(const void *src, uint64_t policy) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(src), "l"(policy));
+    return v;
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -184,7 +192,9 @@ __device__ __forceinline__ void x_pairs(const uint4 &v, uint32_t (&a)[4]) {
 }
 
 // XR: groups of 8 rows of x per block (1, 2, 4, 8 -> MT = 1, 1, 2, 4 m16 tiles).
-template <int XR, int STAGES, bool SPARSE>
+// REGW (dense only, experiment): weights go straight to a register ring
+// (ld.global.nc) instead of the shared-memory ring.
+template <int XR, int STAGES, bool SPARSE, bool REGW = false>
 __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProblem p, int wk) {
     constexpr int MT = (XR + 1) / 2;
     constexpr int WCH = SPARSE ? 3 : 1;          // weight chunks per lane per slab
@@ -224,14 +234,24 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     // (zero fill).
     const int64_t N64 = p.N;
     const int wsize = col_ok ? 16 : 0;
-    const int64_t wstride = col_ok ? (SPARSE ? N64 : 4 * N64) : 0;  // mask rows (sparse) or word rows
+    // Dense with the tiled layout (prepare_small_m.cu): the lane's chunk of
+    // slab s of column group cg sits at word ((cg * S + s) * 32 + lane) * 4,
+    // so a warp load is 512 contiguous bytes and consecutive slabs follow.
+    const bool tiled = !SPARSE && p.tiled != nullptr;
+    const int64_t wstride = col_ok ? (SPARSE ? N64 : tiled ? 128 : 4 * N64) : 0;  // words per slab
     const uint32_t *wp0;  // dense: word row 4s + c; sparse: mask row s
     const uint32_t *wp1 = p.qweight;  // sparse: qweight row 2s (row 2s + 1 is + N)
     if constexpr (SPARSE) {
         wp0 = col_ok ? p.mask + int64_t(s_begin) * N64 + col : p.mask;
         wp1 = col_ok ? p.qweight + int64_t(2 * s_begin) * N64 + col : p.qweight;
     } else {
-        wp0 = col_ok ? p.qweight + int64_t(4 * s_begin + c) * N64 + col : p.qweight;
+        if (tiled) {
+            const uint32_t *t = static_cast<const uint32_t *>(p.tiled);
+            const int64_t cg = colbase / 32;
+            wp0 = col_ok ? t + ((cg * S + s_begin) * 32 + lane) * 4 : t;
+        } else {
+            wp0 = col_ok ? p.qweight + int64_t(4 * s_begin + c) * N64 + col : p.qweight;
+        }
     }
     const __half *xp[XR];
 #pragma unroll
@@ -245,13 +265,16 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     int sz_row = s_begin / gslabs;
     int s_issue = s_begin;
 
-    auto issue_next = [&](uint32_t base) {
+    uint4 wreg[STAGES];
+    auto issue_next = [&](uint32_t base, int slot) {
         if (s_issue < s_end) {
             if constexpr (SPARSE) {
                 cp_async16_ef(base, wp0, wsize, policy);
                 cp_async16_ef(base + kSlotUnit, wp1, wsize, policy);
                 cp_async16_ef(base + 2 * kSlotUnit, wp1 + N64, wsize, policy);
                 wp1 += 2 * wstride;
+            } else if constexpr (REGW) {
+                wreg[slot] = col_ok ? ldg_nc_ef(wp0, policy) : make_uint4(0u, 0u, 0u, 0u);
             } else {
                 cp_async16_ef(base, wp0, wsize, policy);
             }
@@ -287,7 +310,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     const uint32_t c8 = 8u * c;
     const uint32_t lowmask = c == 0 ? 0u : ((1u << c8) - 1u);
 
-    auto consume = [&](uint32_t base, int s) {
+    auto consume = [&](uint32_t base, int s, int slot) {
         if (s == sz_use) {
             sz_use = (s == s_begin) ? first_boundary : s + gslabs;
             const uint2 sv = lds64(base + SZ_OFF);
@@ -330,7 +353,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
 
         uint4 wv[WCH];
 #pragma unroll
-        for (int i = 0; i < WCH; ++i) wv[i] = lds128(base + i * kSlotUnit);
+        for (int i = 0; i < WCH; ++i) wv[i] = (REGW && i == 0) ? wreg[slot] : lds128(base + i * kSlotUnit);
 
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) {
@@ -366,7 +389,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     };
 
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) issue_next(ring + i * SLOT);
+    for (int i = 0; i < STAGES - 1; ++i) issue_next(ring + i * SLOT, i);
 
     // The ring position of slab s is (s - s_begin) % STAGES: unrolling by
     // STAGES makes every slot address an immediate offset.
@@ -377,8 +400,8 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
                 cp_async_wait<STAGES - 2>();
                 // Refill the slot consumed one step ago (its values fed mma
                 // instructions issued before this point).
-                issue_next(ring + ((i + STAGES - 1) % STAGES) * SLOT);
-                consume(ring + i * SLOT, s + i);
+                issue_next(ring + ((i + STAGES - 1) % STAGES) * SLOT, (i + STAGES - 1) % STAGES);
+                consume(ring + i * SLOT, s + i, i);
             }
         }
     }
@@ -416,7 +439,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     }
 }
 
-template <int XR, int STAGES, bool SPARSE>
+template <int XR, int STAGES, bool SPARSE, bool REGW = false>
 int4mm_status launch_cfg(const MatmulProblem &p, cudaStream_t stream, int wk) {
     constexpr int WCH = SPARSE ? 3 : 1;
     constexpr int SLOT = (WCH + XR + 1) * kSlotUnit;
@@ -425,7 +448,7 @@ int4mm_status launch_cfg(const MatmulProblem &p, cudaStream_t stream, int wk) {
     const size_t ring = size_t(kMmaWarps) * STAGES * SLOT;
     const size_t red = size_t(wk) * 16 * MT * nwn * 32 * sizeof(float);
     const size_t smem = std::max(ring, red);
-    auto kernel = mma_small_kernel<XR, STAGES, SPARSE>;
+    auto kernel = mma_small_kernel<XR, STAGES, SPARSE, REGW>;
     if (smem > 48 * 1024) {
         INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     }
@@ -440,12 +463,20 @@ int4mm_status launch_cfg(const MatmulProblem &p, cudaStream_t stream, int wk) {
 
 template <bool SPARSE>
 int4mm_status launch_sparse_or_dense(const MatmulProblem &p, cudaStream_t stream, int xr, int wk) {
-    // Stages: measured at M = 1 (8192^2, 16384^2): 3, 4, 6, 8 stages within
-    // ~10% of each other, 12 (one block per SM) 1.4x slower: depth is not the
-    // limit (benchmarks/NOTES.md, v2).
+    // Stages: measured at M = 1 (8192^2, 16384^2): raw layout 3, 4, 6, 8
+    // stages within ~10% of each other, 12 (one block per SM) 1.4x slower
+    // (benchmarks/NOTES.md, v2).  Tiled layout: 3 stages 19.0 / 62.1 us,
+    // 4-8 stages 22.5 / 72-81 us (v3).
+    const bool tiled = !SPARSE && p.tiled != nullptr;
     switch (xr) {
-        case 1: return launch_cfg<1, 4, SPARSE>(p, stream, wk);  // dense: 3..8 stages within noise, 4 kept
-        case 2: return launch_cfg<2, SPARSE ? 4 : 6, SPARSE>(p, stream, wk);
+        case 1:
+            if (!SPARSE && tiled) return launch_cfg<1, 3, false>(p, stream, wk);
+            return launch_cfg<1, 4, SPARSE>(p, stream, wk);
+        case 2:
+            // Tiled, M = 16, wk = 8 (v3): 3 stages 24.4 / 80.7 us (8192^2 /
+            // 16384^2), 4: 24.8 / 85.9, 6: 24.5 / 85.6.
+            if (!SPARSE && tiled) return launch_cfg<2, 3, false>(p, stream, wk);
+            return launch_cfg<2, SPARSE ? 4 : 6, SPARSE>(p, stream, wk);
         case 4: return launch_cfg<4, 4, SPARSE>(p, stream, wk);
         default: return launch_cfg<8, 3, SPARSE>(p, stream, wk);
     }
@@ -460,6 +491,15 @@ int4mm_status launch_matmul_mma_small_stages(const MatmulProblem &p, cudaStream_
         case 4: return launch_cfg<1, 4, false>(p, stream, wk);
         case 8: return launch_cfg<1, 8, false>(p, stream, wk);
         case 12: return launch_cfg<1, 12, false>(p, stream, wk);
+        // Register-ring weights (experiment, see benchmarks/NOTES.md v3).
+        // M <= 16 / M <= 64 configs at other depths (v3 sweep).
+        case 203: return launch_cfg<2, 3, false>(p, stream, wk);
+        case 204: return launch_cfg<2, 4, false>(p, stream, wk);
+        case 206: return launch_cfg<2, 6, false>(p, stream, wk);
+        case 803: return launch_cfg<8, 3, false>(p, stream, wk);
+        case 804: return launch_cfg<8, 4, false>(p, stream, wk);
+        case 1004: return launch_cfg<1, 4, false, true>(p, stream, wk);
+        case 1008: return launch_cfg<1, 8, false, true>(p, stream, wk);
         default: return launch_cfg<1, 6, false>(p, stream, wk);
     }
 }
@@ -476,7 +516,11 @@ int4mm_status launch_matmul_mma_small(const MatmulProblem &p, cudaStream_t strea
         // M: all 8 warps split K (32-column blocks).  Larger M: more columns
         // per block so each block re-reads x for more weights.
         const int64_t n32 = (int64_t(p.N) + 31) / 32;
-        if (xr >= 4) wk = n32 >= 4 * 264 ? 2 : n32 >= 2 * 264 ? 4 : 8;
+        const bool tiled = p.tiled != nullptr && p.mask == nullptr;
+        // Tiled, M = 64 (v3): N = 8192 wk 4/8 = 48.2/52.0 us, N = 28672
+        // wk 2/4/8 = 177.6/185.5/176.3 us.
+        if (xr >= 4 && tiled) wk = n32 >= 2 * 264 ? 2 : n32 >= 128 ? 4 : 8;
+        else if (xr >= 4) wk = n32 >= 4 * 264 ? 2 : n32 >= 2 * 264 ? 4 : 8;
         else wk = n32 >= 8 * 264 ? 4 : 8;
     }
     if (p.mask != nullptr) return launch_sparse_or_dense<true>(p, stream, xr, wk);

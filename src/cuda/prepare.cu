@@ -1,35 +1,72 @@
-// Prepared (kernel-specific) weight layouts: which one a weight gets, and the
-// conversion into it.  Today one layout exists, INT4MM_LAYOUT_SM90_WGMMA, the
-// form the Hopper wgmma kernel (matmul_wgmma.cu) reads; every other weight is
-// used in its raw interchange format (INT4MM_LAYOUT_NONE).
+// Prepared (kernel-specific) weight layouts: which sections a weight gets and
+// the conversion into them.  The buffer's arrangement is described in
+// prepared_layout.cuh; each section's content by the kernel family that reads
+// it (prepare_small_m.cu, matmul_wgmma.cu).
 #include "common.cuh"
+#include "matmul_kernels.cuh"
 #include "matmul_wgmma.cuh"
+#include "prepared_layout.cuh"
+
+namespace int4mm {
+
+namespace {
+
+// The decode kernel's tiled form exists for the weights its fast path takes.
+bool tiled_applies(int64_t K, int64_t N, int64_t group_size) {
+    return group_size % 32 == 0 && K % 32 == 0 && small_m_tiled_bytes(K, N) > 0;
+}
+
+// Whether `device` (already current) runs this build's sm_90a wgmma code.
+bool wgmma_applies(int64_t K, int64_t N, int64_t group_size) {
+    if (!wgmma::supported(K, N, group_size)) return false;
+    const bool ok = wgmma::compiled();
+    clear_error();
+    return ok;
+}
+
+}  // namespace
+
+PreparedSections prepared_sections(int layout, int64_t K, int64_t N, int64_t group_size) {
+    PreparedSections s;
+    if (layout & INT4MM_LAYOUT_SMALL_M_TILED) {
+        s.tiled_offset = 0;
+        s.tiled_bytes = small_m_tiled_bytes(K, N);
+    }
+    if (layout & INT4MM_LAYOUT_SM90_WGMMA) {
+        s.wgmma_offset = align256(s.tiled_bytes);
+        s.wgmma_bytes = wgmma::prepared_bytes(K, N, group_size);
+    }
+    s.total = s.wgmma_bytes ? s.wgmma_offset + s.wgmma_bytes : s.tiled_bytes;
+    return s;
+}
+
+}  // namespace int4mm
 
 extern "C" int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N,
                                                 int64_t group_size, int sparse, int *layout,
                                                 size_t *bytes) {
-    int4mm::clear_error();
+    using namespace int4mm;
+    clear_error();
     if (layout == nullptr || bytes == nullptr)
-        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "prepared_layout: NULL output pointer");
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "prepared_layout: NULL output pointer");
     *layout = INT4MM_LAYOUT_NONE;
     *bytes = 0;
-    if (sparse || !int4mm::wgmma::supported(K, N, group_size)) return INT4MM_OK;
+    if (sparse || K <= 0 || N <= 0 || group_size <= 0) return INT4MM_OK;
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count) {
         (void)cudaGetLastError();
         return INT4MM_OK;  // no device: no layout (never an error)
     }
-    int4mm::DeviceGuard guard;
+    DeviceGuard guard;
     if (guard.enter(device) != INT4MM_OK) {
-        int4mm::clear_error();
+        clear_error();
         return INT4MM_OK;
     }
-    if (!int4mm::wgmma::compiled()) {
-        int4mm::clear_error();
-        return INT4MM_OK;
-    }
-    *layout = INT4MM_LAYOUT_SM90_WGMMA;
-    *bytes = int4mm::wgmma::prepared_bytes(K, N, group_size);
+    int bits = 0;
+    if (tiled_applies(K, N, group_size)) bits |= INT4MM_LAYOUT_SMALL_M_TILED;
+    if (wgmma_applies(K, N, group_size)) bits |= INT4MM_LAYOUT_SM90_WGMMA;
+    *layout = bits;
+    *bytes = prepared_sections(bits, K, N, group_size).total;
     return INT4MM_OK;
 }
 
@@ -37,31 +74,45 @@ extern "C" int4mm_status int4mm_prepare(int layout, const int32_t *qweight, cons
                                         const void *scales, const void *zeros, int64_t K,
                                         int64_t N, int64_t group_size, void *prepared,
                                         size_t bytes, int device, uintptr_t stream) {
-    int4mm::clear_error();
-    if (layout != INT4MM_LAYOUT_SM90_WGMMA)
-        return int4mm::fail(INT4MM_ERR_UNSUPPORTED,
-                            "prepare: layout %d is not available in this build", layout);
+    using namespace int4mm;
+    clear_error();
+    const int known = INT4MM_LAYOUT_SM90_WGMMA | INT4MM_LAYOUT_SMALL_M_TILED;
+    if (layout == INT4MM_LAYOUT_NONE || (layout & ~known) != 0)
+        return fail(INT4MM_ERR_UNSUPPORTED, "prepare: layout %d is not available in this build",
+                    layout);
     if (mask != nullptr)
-        return int4mm::fail(INT4MM_ERR_UNSUPPORTED, "prepare: SM90_WGMMA is for dense weights only");
+        return fail(INT4MM_ERR_UNSUPPORTED, "prepare: prepared layouts are for dense weights only");
     if (qweight == nullptr || scales == nullptr || zeros == nullptr || prepared == nullptr)
-        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: NULL pointer");
-    if (!int4mm::wgmma::supported(K, N, group_size))
-        return int4mm::fail(INT4MM_ERR_UNSUPPORTED,
-                            "prepare: SM90_WGMMA does not support K=%lld N=%lld group_size=%lld",
-                            (long long)K, (long long)N, (long long)group_size);
-    size_t need = int4mm::wgmma::prepared_bytes(K, N, group_size);
-    if (bytes < need)
-        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: %zu bytes given, %zu needed",
-                            bytes, need);
-    if (!int4mm::aligned16(prepared) || !int4mm::aligned16(qweight) ||
-        !int4mm::aligned16(scales) || !int4mm::aligned16(zeros))
-        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: pointers must be 16-byte aligned");
-    int4mm::DeviceGuard guard;
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: NULL pointer");
+    if ((layout & INT4MM_LAYOUT_SMALL_M_TILED) && !tiled_applies(K, N, group_size))
+        return fail(INT4MM_ERR_UNSUPPORTED,
+                    "prepare: SMALL_M_TILED needs K and group_size multiples of 32 (K=%lld G=%lld)",
+                    (long long)K, (long long)group_size);
+    if ((layout & INT4MM_LAYOUT_SM90_WGMMA) && !wgmma::supported(K, N, group_size))
+        return fail(INT4MM_ERR_UNSUPPORTED,
+                    "prepare: SM90_WGMMA does not support K=%lld N=%lld group_size=%lld",
+                    (long long)K, (long long)N, (long long)group_size);
+    const PreparedSections sec = prepared_sections(layout, K, N, group_size);
+    if (bytes < sec.total)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: %zu bytes given, %zu needed", bytes,
+                    sec.total);
+    if (!aligned16(prepared) || !aligned16(qweight) || !aligned16(scales) || !aligned16(zeros))
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: pointers must be 16-byte aligned");
+    DeviceGuard guard;
     int4mm_status st = guard.enter(device);
     if (st != INT4MM_OK) return st;
-    if (!int4mm::wgmma::compiled())
-        return int4mm::fail(INT4MM_ERR_UNSUPPORTED,
-                            "prepare: device %d is not sm_90 or this build has no sm_90a code", device);
-    return int4mm::wgmma::prepare(qweight, scales, zeros, K, N, group_size, prepared,
-                                  int4mm::as_stream(stream));
+    const cudaStream_t s = as_stream(stream);
+    char *base = static_cast<char *>(prepared);
+    if (sec.tiled_bytes) {
+        st = prepare_small_m_tiled(reinterpret_cast<const uint32_t *>(qweight), K, N,
+                                   base + sec.tiled_offset, s);
+        if (st != INT4MM_OK) return st;
+    }
+    if (sec.wgmma_bytes) {
+        if (!wgmma::compiled())
+            return fail(INT4MM_ERR_UNSUPPORTED,
+                        "prepare: device %d is not sm_90 or this build has no sm_90a code", device);
+        st = wgmma::prepare(qweight, scales, zeros, K, N, group_size, base + sec.wgmma_offset, s);
+    }
+    return st;
 }

@@ -1,0 +1,37 @@
+// The prepared-weight buffer, described in one place (packer and kernels both
+// read this).  int4mm_prepare() writes one device buffer holding up to two
+// sections, each present when its bit is set in `layout`:
+//
+//   offset 0                        INT4MM_LAYOUT_SMALL_M_TILED
+//       dense codes as 512-byte warp tiles (prepare_small_m.cu): the decode /
+//       mid-M tensor-core kernel streams them with fully contiguous loads
+//   offset align256(tiled bytes)    INT4MM_LAYOUT_SM90_WGMMA
+//       int4 codes, scales and folded zeros in the order CUTLASS's Hopper
+//       mixed-input collective loads them (matmul_wgmma.cu)
+//
+// Raw arrays stay valid and are still read by the kernels that have no
+// prepared form (sparse weights, odd group sizes).
+#ifndef INT4MM_PREPARED_LAYOUT_CUH_
+#define INT4MM_PREPARED_LAYOUT_CUH_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "int4mm.h"
+
+namespace int4mm {
+
+struct PreparedSections {
+    size_t tiled_offset = 0, tiled_bytes = 0;  // tiled_bytes == 0: absent
+    size_t wgmma_offset = 0, wgmma_bytes = 0;  // wgmma_bytes == 0: absent
+    size_t total = 0;
+};
+
+inline size_t align256(size_t v) { return (v + 255) & ~size_t(255); }
+
+// Section sizes for `layout` bits; the sizes come from each kernel family.
+PreparedSections prepared_sections(int layout, int64_t K, int64_t N, int64_t group_size);
+
+}  // namespace int4mm
+
+#endif  // INT4MM_PREPARED_LAYOUT_CUH_
