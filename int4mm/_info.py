@@ -182,7 +182,13 @@ def info() -> dict:
     else:
         out["driver_status"] = "ok"
     for d in range(nat.device_count()):
-        di = nat.device_info(d)
+        try:
+            di = nat.device_info(d)
+        except Exception as exc:  # noqa: BLE001 - report the device, do not abort the listing
+            out["devices"].append({"index": d, "name": "?", "major": 0, "minor": 0,
+                                   "sm_count": 0, "total_memory": 0, "supported": False,
+                                   "reason": f"could not query this GPU: {exc}"})
+            continue
         ok, why = _support((di["major"], di["minor"]), targets, bool(di["kernels_loadable"]),
                            dist=dist, driver=drv)
         di.update(index=d, supported=ok, reason=why)
