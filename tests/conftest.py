@@ -9,6 +9,10 @@ import os
 import numpy as np
 import pytest
 
+# JAX reserves 75% of GPU memory at start by default; tests share the GPU
+# between several processes (pytest-xdist), so allocate on demand instead.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 
 def pytest_report_header(config):
     try:
