@@ -127,8 +127,11 @@ def write_build_version() -> None:
         f"variant = {RELEASE_VARIANT!r}\n"
         f"dist = {DIST_NAME!r}\n"
     )
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
+    try:
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    except OSError as exc:  # a read-only tree: the version falls back to _version.py's
+        print(f"int4mm: cannot write {path}: {exc}", file=sys.stderr)
 
 
 def _toolkit_root(nvcc: Path) -> Path | None:
