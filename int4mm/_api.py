@@ -45,6 +45,7 @@ class PreparedWeight:
     __slots__ = (
         "K",
         "N",
+        "_fast",
         "_layout_id",
         "_permview",
         "_pview",
@@ -213,6 +214,9 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
         nat.prepare(layout, qv, mv, sv, zv, w.K, w.N, w.group_size, pv, device, s)
         w.prepared, w._pview, w._layout_id = buf, pv, layout
     w.layout = _layout_name(layout)
+    if w.perm is None:
+        w._fast = nat.FastMatmul(qv, mv, sv, zv, w.N, w.K, w.group_size, device,
+                                 w._pview, w._layout_id)
     return w
 
 
@@ -241,6 +245,7 @@ def _weight(qweight, scales, zeros, mask, group_size, perm=None) -> PreparedWeig
     w.prepared, w._pview, w._layout_id = None, None, 0
     w._views = views
     w._permview = None
+    w._fast = None
     if perm is not None:
         w._permview = A.check(A.view(perm, "perm"), "perm", typestr=A.INT32, shape=(K,))
     return w
@@ -268,6 +273,14 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=No
     ``path``: "auto" (default), "small_m" or "large_m" forces one kernel
     family (both are correct for every shape; "auto" picks the faster).
     """
+    if (out is not None and bias is None and path == "auto" and scales is None
+            and type(qweight) is PreparedWeight and qweight._fast is not None):
+        # The inference fast path (torch / CuPy arrays, everything regular):
+        # see FastMatmul in the bridge.  It declines anything else, which then
+        # takes the validated path below.
+        done = qweight._fast(x, out, None if stream is None else A.stream_handle(stream))
+        if done is not None:
+            return done
     if path not in _PATHS:
         raise Int4mmValueError(f"path: expected one of {sorted(_PATHS)}, got {path!r}")
     if stream is not None:

@@ -1030,3 +1030,132 @@ def copy_2d(ArrayView dst not None, ArrayView src not None, int64_t row0, int64_
         status = int4mm_copy_2d(dp, dst_pitch, <const void *>sp, src_pitch, width, height,
                                 dst_device, src_device, stream)
     _check(status)
+
+
+# ---------------------------------------------------------------- fast call path
+#
+# A prepared weight called with torch tensors or CuPy arrays, out= given, and
+# no bias: the common inference call.  Reading a torch tensor's
+# __cuda_array_interface__ alone costs ~4 us, so for these two libraries the
+# plan reads pointer, shape, dtype, contiguity and device straight from the
+# objects (a handful of attribute lookups) into a C args struct whose weight
+# fields were filled once.  Anything unusual returns None and the caller takes
+# the fully validated path, which also produces the error messages.
+
+cdef object _TORCH_TENSOR = None      # torch.Tensor, once seen
+cdef object _TORCH_F16 = None         # torch.float16
+cdef object _TORCH_RAW_STREAM = None  # torch._C._cuda_getCurrentRawStream
+cdef object _CUPY_NDARRAY = None      # cupy.ndarray, once seen
+cdef object _CUPY_CURRENT_STREAM = None
+
+
+cdef int _learn_type(object t) except -1:
+    """Recognize torch.Tensor / cupy.ndarray by module without importing them."""
+    global _TORCH_TENSOR, _TORCH_F16, _TORCH_RAW_STREAM, _CUPY_NDARRAY, _CUPY_CURRENT_STREAM
+    mod = getattr(t, "__module__", "") or ""
+    if _TORCH_TENSOR is None and mod.startswith("torch") and t.__name__ == "Tensor":
+        import torch
+        _TORCH_TENSOR = torch.Tensor
+        _TORCH_F16 = torch.float16
+        _TORCH_RAW_STREAM = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    elif _CUPY_NDARRAY is None and mod.startswith("cupy") and t.__name__ == "ndarray":
+        import cupy
+        _CUPY_NDARRAY = cupy.ndarray
+        _CUPY_CURRENT_STREAM = cupy.cuda.get_current_stream
+    return 0
+
+
+cdef class FastMatmul:
+    """y = x @ W for one prepared weight, with the weight half of the C
+    arguments filled once (see the comment above)."""
+
+    cdef int4mm_matmul_args a
+    cdef readonly object refs
+    cdef int64_t K, N
+
+    def __init__(self, ArrayView qweight not None, ArrayView mask, ArrayView scales not None,
+                 ArrayView zeros not None, int64_t N, int64_t K, int64_t group_size, int device,
+                 ArrayView prepared=None, int layout=INT4MM_LAYOUT_NONE):
+        memset(&self.a, 0, sizeof(int4mm_matmul_args))
+        self.a.qweight = <const int32_t *>qweight.ptr
+        self.a.mask = <const int32_t *>_ptr_or_null(mask)
+        self.a.scales = <const void *>scales.ptr
+        self.a.zeros = <const void *>zeros.ptr
+        self.a.N = N
+        self.a.K = K
+        self.a.ldx = K
+        self.a.ldy = N
+        self.a.group_size = group_size
+        self.a.dtype = INT4MM_DTYPE_FP16
+        self.a.path = INT4MM_PATH_AUTO
+        self.a.device = device
+        self.a.prepared = _ptr_or_null(prepared)
+        self.a.layout = layout if prepared is not None else INT4MM_LAYOUT_NONE
+        self.refs = (qweight, mask, scales, zeros, prepared)  # keep the memory alive
+        self.K = K
+        self.N = N
+
+    def __call__(self, x, y, stream):
+        """Enqueue and return ``y``, or return None when this path does not apply."""
+        cdef uintptr_t xp, yp, s
+        cdef int64_t M, numel
+        cdef int dev
+        cdef int4mm_status status
+        cdef int4mm_matmul_args a
+        t = type(x)
+        if type(y) is not t:
+            return None
+        if t is not _TORCH_TENSOR and t is not _CUPY_NDARRAY:
+            _learn_type(t)
+            if t is not _TORCH_TENSOR and t is not _CUPY_NDARRAY:
+                return None
+        xs = x.shape
+        ys = y.shape
+        if len(xs) == 0 or len(xs) != len(ys) or xs[-1] != self.K or ys[-1] != self.N:
+            return None
+        if xs[:-1] != ys[:-1]:
+            return None
+        if t is _TORCH_TENSOR:
+            if x.dtype is not _TORCH_F16 or y.dtype is not _TORCH_F16:
+                return None
+            dev = x.get_device()
+            if dev != self.a.device or y.get_device() != dev:
+                return None
+            if not x.is_contiguous() or not y.is_contiguous():
+                return None
+            numel = x.numel()
+            xp = x.data_ptr()
+            yp = y.data_ptr()
+            if stream is not None:
+                s = stream
+            elif _TORCH_RAW_STREAM is not None:
+                s = _TORCH_RAW_STREAM(dev)
+            else:
+                return None
+        else:
+            if x.dtype.char != "e" or y.dtype.char != "e":
+                return None
+            dev = x.device.id
+            if dev != self.a.device or y.device.id != dev:
+                return None
+            if not x.flags.c_contiguous or not y.flags.c_contiguous:
+                return None
+            numel = x.size
+            xp = x.data.ptr
+            yp = y.data.ptr
+            s = stream if stream is not None else _CUPY_CURRENT_STREAM().ptr
+        if ((xp | yp) & 15) != 0:
+            return None
+        M = numel // self.K
+        if M == 0:
+            return y
+        a = self.a
+        a.x = <const void *>xp
+        a.y = <void *>yp
+        a.M = M
+        a.stream = s
+        with nogil:
+            status = int4mm_matmul(&a)
+        if status != INT4MM_OK:
+            _raise_status(status)
+        return y

@@ -122,3 +122,32 @@ def test_jax_input_if_installed():
     y = int4mm.matmul(*xs)
     yj = jax.dlpack.from_dlpack(y)
     assert rel_err(np.asarray(yj), expect) <= TOL
+
+
+@pytest.mark.parametrize("fwname", ["torch", "cupy"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fast_path_taken_and_correct(fwname, sparse):
+    """A prepared weight with out= and torch/CuPy arrays takes the bridge's
+    fast path (no __cuda_array_interface__ parsing); results equal the reference."""
+    fw = framework(fwname)
+    w, x, expect = _problem(M=3, sparse=sparse)
+    p = int4mm.prepare(*[fw.to_device(w[k]) for k in ("qweight", "scales", "zeros")],
+                       mask=fw.to_device(w["mask"]) if sparse else None)
+    taken = []
+    fast = p._fast
+
+    def spy(xx, yy, s):
+        r = fast(xx, yy, s)
+        taken.append(r is not None)
+        return r
+
+    p._fast = spy
+    out = fw.poisoned(expect.shape)
+    assert int4mm.matmul(fw.to_device(x), p, out=out) is out
+    assert taken == [True], "the fast path declined a regular call"
+    assert rel_err(fw.to_host(out), expect) <= TOL
+    # irregular calls decline and still work (validated path): a strided out
+    big = fw.poisoned((expect.shape[0], 2 * expect.shape[1]))
+    with pytest.raises(int4mm.Int4mmValueError, match="out: "):
+        int4mm.matmul(fw.to_device(x), p, out=big[:, : expect.shape[1]])
+    assert taken == [True, False]

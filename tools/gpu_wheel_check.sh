@@ -121,4 +121,28 @@ tail -n 25 "$OUT/pytest.log" | cut -c 1-400
 result=$(grep -E '[0-9]+ (passed|failed|error)' "$OUT/pytest.log" | tail -n 1 || true)
 if ((rc != 0)); then fail "tests: ${result:-no result line} (exit $rc; log: pytest.log)"; fi
 say "tests against the installed wheel: $result"
+
+# Optional, still against the installed wheel: EXTRA="sanitize,bench".
+if [[ ,${EXTRA:-}, == *,sanitize,* ]]; then
+    echo "== compute-sanitizer (memcheck, racecheck) on tests -k sanitize"
+    rm -rf "$WORK/stests" && cp -r "$ROOT/tests" "$WORK/stests"
+    for tool in memcheck racecheck; do
+        rc=0
+        (cd "$WORK" && timeout -k 10 "$(limit 90)" compute-sanitizer --tool "$tool" \
+            --error-exitcode 1 "$VPY" -m pytest -q -p no:cacheprovider -p no:xdist stests \
+            -k sanitize) > "$OUT/$tool.log" 2>&1 || rc=$?
+        say "$tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -n 1) | $(
+            grep -E '[0-9]+ (passed|failed)' "$OUT/$tool.log" | tail -n 1) (exit $rc)"
+        ((rc == 0)) || fail "$tool found problems (log: $tool.log)"
+    done
+fi
+if [[ ,${EXTRA:-}, == *,bench,* ]]; then
+    echo "== bench (installed wheel)"
+    rc=0
+    (cd "$WORK" && timeout -k 10 "$(limit 200)" "$VPY" -m int4mm bench \
+        --suite "${BENCH_SUITE:-default}" --out "$OUT/bench.json" ${BENCH_ARGS:-}) \
+        > "$OUT/bench.txt" 2> "$OUT/bench.err" || rc=$?
+    cat "$OUT/bench.txt"
+    ((rc == 0)) || fail "bench failed (exit $rc; log: bench.err)"
+fi
 say "OK ($((SECONDS)) s); logs in $OUT"
