@@ -25,14 +25,17 @@ def render(data: dict, source: str) -> str:
     rows: dict = {}
     for r in data["records"]:
         rows.setdefault((r["K"], r["N"], r["M"]), {})[r["config"]] = r
-    lines = [
+    intro = (
         f"Measured on {gpu['name']} (driver {gpu.get('driver_version', '?')}, CUDA runtime "
         f"{info.get('cuda_runtime', '?')}), int4mm {ver['version']} at commit "
         f"`{ver.get('commit', '?')}`, {data['date'][:10]}, with `python -m int4mm bench "
         f"--suite {data['suite']}` ({source}). GPU time per launch from CUDA-graph replay "
         f"(median of {data['protocol']['repeats']}), weights rotated over more than "
         f"{data['protocol']['l2_factor']}x L2; cells are µs and speedup over fp16 cuBLAS "
-        f"(`{data['framework']['name']}.matmul`) measured in the same run; > 1 is faster.",
+        f"(`{data['framework']['name']}.matmul`) measured in the same run; > 1 is faster."
+    )
+    lines = [
+        intro,
         "",
         "| K | N | M | fp16 µs | " + " | ".join(c["label"] for c in configs) + " |",
         "|---:|---:|---:|---:|" + "---:|" * len(configs),
