@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     block = f"{START}\n{text}{END}"
     if START in doc:
         doc = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, doc,
-                     flags=re.S)
+                     flags=re.DOTALL)
     else:
         doc += "\n" + block + "\n"
     path.write_text(doc)
