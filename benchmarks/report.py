@@ -55,8 +55,9 @@ def render(data: dict, source: str) -> str:
     host = data.get("host_overhead", {}).get("us_per_call", {})
     if host:
         shape = data["host_overhead"]["shape"]
-        lines += ["", f"Host cost per call (wall clock, back-to-back calls, M={shape['M']} "
-                      f"K={shape['K']} N={shape['N']}):", ""]
+        head = (f"Host cost per call (wall clock, back-to-back calls, M={shape['M']} "
+                f"K={shape['K']} N={shape['N']}):")
+        lines += ["", head, ""]
         lines += [f"- `{name}`: {us:.1f} µs" for name, us in host.items()]
     return "\n".join(lines) + "\n"
 
