@@ -93,6 +93,12 @@ say "built $(basename "$wheel") ($(($(stat -c %s "$wheel") / 1000000)) MB) in $(
 echo "== install into a fresh venv (--system-site-packages for numpy/torch/cupy)"
 "$PY" -m venv --system-site-packages "$WORK/venv"
 VPY=$WORK/venv/bin/python
+# When $PY itself lives in a virtual environment (as on the GPU machine),
+# --system-site-packages reaches only the base interpreter's packages: expose
+# the parent environment's site-packages too (after the venv's own, so the
+# installed wheel still wins).
+"$PY" -c 'import site, sys; print("\n".join(p for p in site.getsitepackages() if p not in sys.base_prefix))' \
+    > "$("$VPY" -c 'import site; print(site.getsitepackages()[0])')/_parent_env.pth"
 "$VPY" -m pip install --no-index --no-deps "$wheel" > "$OUT/install.log" 2>&1 \
     || { tail -n 20 "$OUT/install.log"; fail "pip install of the wheel failed"; }
 # From outside the source tree, int4mm must be the venv's copy.
