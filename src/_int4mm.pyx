@@ -1109,11 +1109,14 @@ cdef class FastMatmul:
             _learn_type(t)
             if t is not _TORCH_TENSOR and t is not _CUPY_NDARRAY:
                 return None
-        xs = x.shape
-        ys = y.shape
-        if len(xs) == 0 or len(xs) != len(ys) or xs[-1] != self.K or ys[-1] != self.N:
+        xs = tuple(x.shape)
+        ys = tuple(y.shape)
+        nd = len(xs)
+        # Explicit positive indices: this module compiles with wraparound=False,
+        # under which xs[-1] would read before the tuple.
+        if nd == 0 or len(ys) != nd or xs[nd - 1] != self.K or ys[nd - 1] != self.N:
             return None
-        if xs[:-1] != ys[:-1]:
+        if xs[0:nd - 1] != ys[0:nd - 1]:
             return None
         if t is _TORCH_TENSOR:
             if x.dtype is not _TORCH_F16 or y.dtype is not _TORCH_F16:
