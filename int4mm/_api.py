@@ -33,6 +33,14 @@ def _layout_name(layout: int) -> str:
 # --------------------------------------------------------------------------- weights
 
 
+def _launch_for(stream, v):
+    """The stream for a one-array operation: explicit, else the one ``v``'s
+    interface carries, else the default stream."""
+    if stream is not None:
+        return A.stream_handle(stream)
+    return v.stream if v.stream is not None else 0
+
+
 class PreparedWeight:
     """Quantized weights checked once and kept ready for :func:`matmul`.
 
@@ -201,7 +209,7 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
     device = A.common_device([("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv),
                               ("perm", w._permview)])
     w.device = device
-    s = A.stream_handle(stream) if stream is not None else (qv.stream or 0)
+    s = _launch_for(stream, qv)
     nat = A.native()
     if w.sparse and validate:
         nat.validate_sparse_mask(mv, w.K, w.N, device, s)
@@ -273,18 +281,18 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=No
     ``path``: "auto" (default), "small_m" or "large_m" forces one kernel
     family (both are correct for every shape; "auto" picks the faster).
     """
+    if path not in _PATHS:
+        raise Int4mmValueError(f"path: expected one of {sorted(_PATHS)}, got {path!r}")
+    if stream is not None:
+        stream = A.stream_handle(stream)
     if (out is not None and bias is None and path == "auto" and scales is None
             and type(qweight) is PreparedWeight and qweight._fast is not None):
         # The inference fast path (torch / CuPy arrays, everything regular):
         # see FastMatmul in the bridge.  It declines anything else, which then
         # takes the validated path below.
-        done = qweight._fast(x, out, None if stream is None else A.stream_handle(stream))
+        done = qweight._fast(x, out, stream)
         if done is not None:
             return done
-    if path not in _PATHS:
-        raise Int4mmValueError(f"path: expected one of {sorted(_PATHS)}, got {path!r}")
-    if stream is not None:
-        stream = A.stream_handle(stream)
     if isinstance(qweight, PreparedWeight):
         if scales is not None or zeros is not None or mask is not None or perm is not None:
             raise Int4mmValueError(
@@ -358,12 +366,6 @@ def chosen_path(M: int, weight: PreparedWeight) -> str:
 
 
 # --------------------------------------------------------------------------- packing
-
-
-def _launch_for(stream, v):
-    if stream is not None:
-        return A.stream_handle(stream)
-    return v.stream if v.stream is not None else 0
 
 
 def _codes_view(codes, name):
