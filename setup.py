@@ -317,8 +317,10 @@ def compile_cuda(nvcc: Path, root: Path) -> list[str]:
             "nvidia_cutlass-*.whl in the checkout's .whl/ folder, or set INT4MM_CUTLASS_DIR "
             "to a CUTLASS checkout")
     targets_define = " ".join(names)
+    # -DNDEBUG: CUTLASS's device-side asserts are calls, and a call inside the
+    # wgmma mainloop makes ptxas serialize the wgmma pipeline (warning C7510).
     flags = [
-        "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
+        "-std=c++17", "-O3", "-DNDEBUG", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
         f"-I{CUDA_SRC}", f"-I{root / 'include'}",
         *([f"-I{cutlass}"] if cutlass is not None else []),
         f'-DINT4MM_COMPILED_TARGETS="{targets_define}"',

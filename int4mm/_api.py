@@ -54,6 +54,7 @@ class PreparedWeight:
         "K",
         "N",
         "_fast",
+        "dtype",
         "_layout_id",
         "_permview",
         "_pview",
@@ -75,8 +76,8 @@ class PreparedWeight:
         g = "per-channel" if self.group_size == self.K else f"group {self.group_size}"
         if self.perm is not None:
             g += ", act-order"
-        return (f"PreparedWeight(K={self.K}, N={self.N}, {kind}, {g}, device={self.device}, "
-                f"layout={self.layout!r})")
+        return (f"PreparedWeight(K={self.K}, N={self.N}, {kind}, {g}, dtype={self.dtype}, "
+                f"device={self.device}, layout={self.layout!r})")
 
     @property
     def shape(self):
@@ -158,7 +159,7 @@ def _weight_views(qweight, scales, zeros, mask, K, group_size):
     mv = None
     if sparse:
         mv = A.check(A.view(mask, "mask"), "mask", typestr=A.INT32, shape=(K // 32, N))
-    sv = A.check(A.view(scales, "scales"), "scales", typestr=A.FP16, ndim=(1, 2))
+    sv = A.check(A.view(scales, "scales"), "scales", typestr=A.FLOATS, ndim=(1, 2))
     if sv.ndim == 1:
         if sv.shape[0] != N:
             raise Int4mmValueError(f"scales: expected shape ({N},) or (K // G, {N}), got {sv.shape}")
@@ -184,12 +185,53 @@ def _weight_views(qweight, scales, zeros, mask, K, group_size):
             f"{' for 16:32 sparse weights' if sparse else ''} (or equal K = {K}, per-channel); "
             "supported: 32, 64, 128, 256, ... and per-channel"
         )
-    zv = A.check(A.view(zeros, "zeros"), "zeros", typestr=A.FP16, shape=tuple(sv.shape))
+    zv = A.check(A.view(zeros, "zeros"), "zeros", typestr=A.FLOATS, shape=tuple(sv.shape))
+    if zv.typestr != sv.typestr:
+        raise Int4mmTypeError(
+            f"zeros: dtype {A.dtype_name(zv.typestr)} differs from scales' "
+            f"{A.dtype_name(sv.typestr)}; give both in one dtype"
+        )
     return (qv, mv, sv, zv), K, N, G, sparse
 
 
+def _activation_typestr(dtype, default):
+    """The typestr of a ``dtype=`` argument ("float16"/"bfloat16", numpy or torch
+    dtypes by name), or ``default`` when it is None."""
+    if dtype is None:
+        return default
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.removeprefix("torch.")
+    if name in ("float16", "half", "<f2"):
+        return A.FP16
+    if name in ("bfloat16", A.BF16):
+        return A.BF16
+    raise Int4mmTypeError(f"dtype: expected float16 or bfloat16, got {dtype!r}")
+
+
+def _convertible(scales_typestr, act_typestr, what):
+    """Refuse scales/zeros/bias whose dtype cannot serve ``act_typestr`` activations."""
+    if scales_typestr == act_typestr or (scales_typestr == A.FP16 and act_typestr == A.BF16):
+        return
+    raise Int4mmTypeError(
+        f"{what}: {A.dtype_name(scales_typestr)} values cannot serve "
+        f"{A.dtype_name(act_typestr)} activations (bfloat16 -> float16 may overflow); "
+        "give them in float16 (or use bfloat16 activations)"
+    )
+
+
+def _converted(like, v, typestr, device, stream, name):
+    """``v``'s values in ``typestr`` (a new device array from ``like``'s library)
+    when its dtype differs; ``(array, view)``."""
+    if v.typestr == typestr:
+        return v.obj, v
+    arr = A.scratch(like, tuple(v.shape), typestr, device, stream)
+    cv = A.view(arr, name)
+    A.native().cast(v, cv, device, stream)
+    return arr, cv
+
+
 def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, validate=True,
-            stream=None) -> PreparedWeight:
+            stream=None, dtype=None) -> PreparedWeight:
     """Check quantized weights once and return a :class:`PreparedWeight`.
 
     ``qweight``/``scales``/``zeros``/``mask`` are CUDA arrays in the formats
@@ -203,6 +245,11 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
     :func:`int4mm.load_gptq`): :func:`matmul` then computes
     ``x[..., perm] @ W``, gathering ``x`` on the GPU first.  With
     ``validate=True`` it is copied to the host once and checked.
+
+    ``dtype`` ("float16" or "bfloat16"; default: the scales' dtype) is the
+    activations' dtype the weight will serve.  float16 scales and zeros are
+    converted to bfloat16 here, once, for a bfloat16 weight (bfloat16 ones
+    cannot serve float16 activations).
     """
     w = _weight(qweight, scales, zeros, mask, group_size, perm)
     qv, mv, sv, zv = w._views
@@ -210,6 +257,13 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
                               ("perm", w._permview)])
     w.device = device
     s = _launch_for(stream, qv)
+    act = _activation_typestr(dtype, sv.typestr)
+    _convertible(sv.typestr, act, "scales")
+    if act != sv.typestr:
+        w.scales, sv = _converted(qweight, sv, act, device, s, "scales")
+        w.zeros, zv = _converted(qweight, zv, act, device, s, "zeros")
+        w._views = (qv, mv, sv, zv)
+    w.dtype = A.dtype_name(act)
     nat = A.native()
     if w.sparse and validate:
         nat.validate_sparse_mask(mv, w.K, w.N, device, s)
@@ -249,6 +303,7 @@ def _weight(qweight, scales, zeros, mask, group_size, perm=None) -> PreparedWeig
     views, K, N, G, sparse = _weight_views(qweight, scales, zeros, mask, None, group_size)
     w = PreparedWeight.__new__(PreparedWeight)
     w.K, w.N, w.group_size, w.sparse, w.device, w.layout = K, N, G, sparse, None, "raw"
+    w.dtype = A.dtype_name(views[2].typestr)
     w.qweight, w.scales, w.zeros, w.mask, w.perm = qweight, scales, zeros, mask, perm
     w.prepared, w._pview, w._layout_id = None, None, 0
     w._views = views
@@ -264,14 +319,19 @@ def _weight(qweight, scales, zeros, mask, group_size, perm=None) -> PreparedWeig
 
 def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=None,
            group_size=None, out=None, stream=None, path="auto"):
-    """``y = x @ dequantize(W) (+ bias)`` for fp16 ``x`` of shape ``(..., K)``.
+    """``y = x @ dequantize(W) (+ bias)`` for ``x`` of shape ``(..., K)``.
 
+    ``x`` is float16 or bfloat16; the result (and ``out``) has ``x``'s dtype.
     ``qweight`` is either a :class:`PreparedWeight` (then ``scales``,
-    ``zeros`` and ``mask`` come from it) or a raw ``qweight`` array with
-    ``scales``/``zeros`` (and ``mask`` for 16:32 sparse weights).  Returns
-    ``out`` if given, else a new ``(..., N)`` fp16 array from ``x``'s own
-    library (torch, CuPy, Numba), a JAX array for JAX input (zero-copy,
-    through DLPack), or an int4mm ``DeviceArray``.
+    ``zeros`` and ``mask`` come from it; it must have been prepared for
+    ``x``'s dtype) or a raw ``qweight`` array with ``scales``/``zeros`` (and
+    ``mask`` for 16:32 sparse weights).  With bfloat16 ``x``, float16
+    ``scales``/``zeros``/``bias`` are converted to bfloat16 on the GPU for the
+    call (a PreparedWeight made with ``dtype="bfloat16"`` converts them once);
+    bfloat16 ones are refused with float16 ``x``.  Returns ``out`` if given,
+    else a new ``(..., N)`` array from ``x``'s own library (torch, CuPy,
+    Numba), a JAX array for JAX input (zero-copy, through DLPack), or an
+    int4mm ``DeviceArray``.
 
     ``perm`` (raw weights only; a PreparedWeight carries its own) marks an
     act-order weight: the result is ``x[..., perm] @ W``.  ``x`` is then
@@ -313,7 +373,15 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=No
     qv, mv, sv, zv = w._views
     K, N = w.K, w.N
 
-    xv = A.check(A.view(x, "x"), "x", typestr=A.FP16, ndim=tuple(range(1, 33)))
+    xv = A.check(A.view(x, "x"), "x", typestr=A.FLOATS, ndim=tuple(range(1, 33)))
+    act = xv.typestr
+    if not raw and w.dtype != A.dtype_name(act):
+        raise Int4mmTypeError(
+            f"x: is {A.dtype_name(act)} but the weight was prepared for {w.dtype} activations; "
+            f"prepare it with dtype={A.dtype_name(act)!r}"
+        )
+    if raw:
+        _convertible(sv.typestr, act, "scales")
     if xv.shape[-1] != K:
         raise Int4mmValueError(
             f"x: last dimension is {xv.shape[-1]} but the weight has K = {K} (in_features)"
@@ -322,9 +390,10 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=No
     M = A.numel(xv.shape[:-1])
     bv = yv = None
     if bias is not None:
-        bv = A.check(A.view(bias, "bias"), "bias", typestr=A.FP16, shape=(N,))
+        bv = A.check(A.view(bias, "bias"), "bias", typestr=A.FLOATS, shape=(N,))
+        _convertible(bv.typestr, act, "bias")
     if out is not None:
-        yv = A.check(A.view(out, "out"), "out", typestr=A.FP16, shape=out_shape, writable=True)
+        yv = A.check(A.view(out, "out"), "out", typestr=act, shape=out_shape, writable=True)
     placed = [("x", xv), ("bias", bv), ("out", yv)]
     if raw:
         placed += [("qweight", qv), ("mask", mv), ("scales", sv), ("zeros", zv),
@@ -339,17 +408,27 @@ def matmul(x, qweight, scales=None, zeros=None, *, mask=None, perm=None, bias=No
     target, waits = A.launch_stream(stream, xv, (xv, qv, mv, sv, zv, bv, yv, w._permview))
     allocated = out is None
     if allocated:
-        out = A.empty(x, out_shape, A.FP16, device, target)
+        out = A.empty(x, out_shape, act, device, target)
         yv = A.view(out, "out")
     if M == 0:
         return A.result(x, out) if allocated else out
     nat = A.native()
     for producer in waits:
         nat.stream_wait(device, target, producer)
+    # float16 scales / zeros / bias with bfloat16 x: converted copies for this
+    # call (temporaries that live until the kernel is done with them).
+    temps = []
+    if sv.typestr != act:
+        s_arr, sv = _converted(x, sv, act, device, target, "scales")
+        z_arr, zv = _converted(x, zv, act, device, target, "zeros")
+        temps += [s_arr, z_arr]
+    if bv is not None and bv.typestr != act:
+        b_arr, bv = _converted(x, bv, act, device, target, "bias")
+        temps.append(b_arr)
     if w._permview is not None:
         # Act-order: the weight's rows are sorted by group, so x's columns
         # follow the same permutation (x @ W == x[..., perm] @ W_sorted).
-        gathered = A.scratch(x, tuple(xv.shape), A.FP16, device, target)
+        gathered = A.scratch(x, tuple(xv.shape), act, device, target)
         gv = A.view(gathered, "x[..., perm]")
         nat.gather_columns(xv, w._permview, gv, M, K, device, target)
         xv = gv

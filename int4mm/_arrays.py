@@ -17,8 +17,13 @@ FP16 = "<f2"
 INT32 = "<i4"
 UINT8 = "|u1"
 BOOL = "|b1"
+# bfloat16 has no array-interface type string; the bridge names arrays that
+# arrive through DLPack with this token.
+BF16 = "bfloat16"
+#: The activation / scale dtypes.
+FLOATS = (FP16, BF16)
 
-_DTYPE_NAMES = {FP16: "float16", INT32: "int32", UINT8: "uint8", BOOL: "bool"}
+_DTYPE_NAMES = {FP16: "float16", INT32: "int32", UINT8: "uint8", BOOL: "bool", BF16: "bfloat16"}
 
 
 def native():
@@ -202,7 +207,8 @@ def empty(like, shape, typestr: str, device: int, stream: int):
     if lib == "torch":
         import torch
 
-        dt = {FP16: torch.float16, INT32: torch.int32, UINT8: torch.uint8}[typestr]
+        dt = {FP16: torch.float16, BF16: torch.bfloat16, INT32: torch.int32,
+              UINT8: torch.uint8}[typestr]
         return torch.empty(shape, dtype=dt, device=f"cuda:{device}")
     if lib == "cupy":
         import cupy

@@ -91,7 +91,9 @@ ANCHORS = {
 
 # --------------------------------------------------------------------------- protocol constants
 
-TOLERANCE = 2e-3  # relative Frobenius error vs the float64 reference
+TOLERANCE = 2e-3  # relative Frobenius error vs the float64 reference (fp16)
+#: bf16 keeps 8 significant bits (fp16: 11): its results are ~8x less exact.
+TOLERANCE_BF16 = 1e-2
 L2_FACTOR = 4  # one rotation cycle reads more than L2_FACTOR x L2
 MAX_ROTATION_BYTES = 8 << 30  # cap on the copies of one weight (also <= 1/4 of GPU memory)
 MAX_COPIES = 1024
@@ -182,6 +184,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "distributions; sparse masks drawn from 65536 random 16-of-32 "
                              "patterns) or reference (int4mm.reference.random_weights; "
                              "minutes for the large shapes)")
+    parser.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16",
+                        help="activation/output dtype of every config, the cuBLAS baseline "
+                             "included (bfloat16 needs torch; int4 scales are converted to it "
+                             "once, when the weight is prepared)")
     parser.add_argument("--host-calls", type=_positive_int, default=2000,
                         help="back-to-back calls for the host-overhead measurement")
 
@@ -215,6 +221,10 @@ class _TorchBackend:
         self.torch = torch
         self.version = torch.__version__
         self.device = torch.device("cuda", 0)
+        self.act = torch.float16  # activation dtype (run() may set bfloat16)
+
+    def set_dtype(self, name: str) -> None:
+        self.act = getattr(self.torch, name)
 
     def gpu_problem(self) -> str | None:
         if not self.torch.cuda.is_available():
@@ -231,16 +241,19 @@ class _TorchBackend:
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def download(self, a) -> np.ndarray:
+        if a.dtype == self.torch.bfloat16:
+            a = a.float()
         return a.cpu().numpy()
 
     def randn_fp16(self, shape, seed: int, scale: float = 1.0):
+        """Random activations (or fp16-baseline weights) of the run's dtype."""
         gen = self.torch.Generator(device=self.device)
         gen.manual_seed(seed)
-        a = self.torch.randn(shape, generator=gen, device=self.device, dtype=self.torch.float16)
+        a = self.torch.randn(shape, generator=gen, device=self.device, dtype=self.act)
         return a.mul_(scale) if scale != 1.0 else a
 
     def empty_fp16(self, shape):
-        return self.torch.empty(shape, dtype=self.torch.float16, device=self.device)
+        return self.torch.empty(shape, dtype=self.act, device=self.device)
 
     def clone(self, a):
         return a.clone()
@@ -571,7 +584,7 @@ def _rotation(be, stream, K: int, N: int, config: Config | None, args, props,
         if config is not None:
             # validate only the first: the copies are byte-identical
             weights = [int4mm.prepare(w["qweight"], w["scales"], w["zeros"], mask=w["mask"],
-                                      validate=(i == 0))
+                                      validate=(i == 0), dtype=args.dtype)
                        for i, w in enumerate(weights)]
     be.synchronize()
     return Rotation(weights, weight_bytes, l2_met, host)
@@ -613,7 +626,8 @@ def _bench_config(be, stream, args, config: Config | None, rot: Rotation, x, out
                 base = fp16_us.get(M)
                 rec["speedup"] = None if base is None else base / t.us
                 rec["path"] = _chosen_path(M, weights[0]) if args.path == "auto" else args.path
-                rec.update(_check(be, om, M, checks.get(M), W_ref, checks["cols"]))
+                rec.update(_check(be, om, M, checks.get(M), W_ref, checks["cols"],
+                                  _tolerance(args)))
             if t.mode != "graph":
                 rec["failure"] = t.mode
                 if rec["status"] == "ok":
@@ -627,6 +641,10 @@ def _bench_config(be, stream, args, config: Config | None, rot: Rotation, x, out
                  f"{rec.get('failure') or 'error ' + str(rec.get('error'))}")
         records.append(rec)
     return records
+
+
+def _tolerance(args) -> float:
+    return TOLERANCE_BF16 if getattr(args, "dtype", "float16") == "bfloat16" else TOLERANCE
 
 
 def _chosen_path(M: int, weight) -> str | None:
@@ -667,7 +685,7 @@ def _bench_shape(be, stream, args, K: int, N: int, ms, configs, props, seed: int
     return records
 
 
-def _check(be, out, M: int, x_rows, W_ref, cols) -> dict:
+def _check(be, out, M: int, x_rows, W_ref, cols, tolerance: float = TOLERANCE) -> dict:
     """NaN/Inf over the whole output; relative Frobenius error on the checked rows/columns."""
     be.synchronize()
     result = {"finite": be.all_finite(out)}
@@ -679,7 +697,7 @@ def _check(be, out, M: int, x_rows, W_ref, cols) -> dict:
     y_ref = x_rows @ W_ref
     with np.errstate(all="ignore"):
         err = float(np.linalg.norm(y - y_ref) / np.linalg.norm(y_ref))
-    ok = result["finite"] and math.isfinite(err) and err <= TOLERANCE
+    ok = result["finite"] and math.isfinite(err) and err <= tolerance
     result.update(error=err if math.isfinite(err) else str(err), status="ok" if ok else "WRONG")
     return result
 
@@ -694,7 +712,8 @@ def _host_overhead(be, calls: int) -> dict:
     K = N = HOST_SHAPE
     host = _fast_random_weights(K, N, None, False, seed=7)
     q, s, z = (be.upload(host[k]) for k in ("qweight", "scales", "zeros"))
-    prepared = int4mm.prepare(q, s, z)
+    act = str(getattr(be, "act", "float16")).removeprefix("torch.")
+    prepared = int4mm.prepare(q, s, z, dtype=act)
     x = be.randn_fp16((1, K), seed=8)
     y = be.empty_fp16((1, N))
     w16 = be.randn_fp16((K, N), seed=9, scale=1.0 / math.sqrt(K))
@@ -907,6 +926,11 @@ def run(args) -> int:
     if be is None:
         _err(f"no array library that can use the GPU: {why}")
         return 2
+    if args.dtype != "float16":
+        if not hasattr(be, "set_dtype"):
+            _err(f"--dtype {args.dtype} needs torch ({be.name} has no {args.dtype})")
+            return 2
+        be.set_dtype(args.dtype)
 
     started = time.perf_counter()
     props = be.properties()
@@ -958,12 +982,14 @@ def run(args) -> int:
             "warmup_replays": WARMUP_REPLAYS, "statistic": "median",
             "l2_factor": L2_FACTOR, "max_rotation_bytes": MAX_ROTATION_BYTES,
             "max_replay_ms": MAX_REPLAY_MS, "weights": args.weights, "path": args.path,
-            "check": bool(args.check), "tolerance": TOLERANCE,
+            "check": bool(args.check), "tolerance": _tolerance(args),
+            "dtype": args.dtype,
             "check_rows": f"first and last {CHECK_ROWS} rows (all if M <= {2 * CHECK_ROWS})",
             "check_cols": f"first and last {CHECK_COLS} columns (all if N <= {2 * CHECK_COLS})",
             "rotation": _rotation_summary(records),
         },
-        "configs": [{"name": BASELINE, "label": "fp16 cuBLAS"}]
+        "configs": [{"name": BASELINE, "label": "fp16 cuBLAS" if args.dtype == "float16"
+                     else f"{args.dtype} cuBLAS"}]
                    + [{"name": c.name, "label": c.label, "group_size": c.group_size,
                        "sparse": c.sparse} for c in configs],
         "host_overhead": host,

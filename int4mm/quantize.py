@@ -15,7 +15,7 @@ __all__ = ["quantize"]
 
 
 def quantize(weight, group_size=128, sparse=False, *, stream=None) -> _api.PreparedWeight:
-    """Quantize an fp16 weight ``(K, N)`` (``y = x @ W``) into int4mm's formats.
+    """Quantize an fp16 or bf16 weight ``(K, N)`` (``y = x @ W``) into int4mm's formats.
 
     Round-to-nearest, asymmetric, per group of ``group_size`` rows (None:
     per output channel).  With ``sparse=True`` every aligned 32-row block of
@@ -28,10 +28,11 @@ def quantize(weight, group_size=128, sparse=False, *, stream=None) -> _api.Prepa
     ``zeros`` (and ``mask``) arrays are allocated with ``weight``'s library.
     Work is enqueued on ``stream`` (default: the stream ``weight`` carries,
     else its library's current stream); a first pass refuses Inf/NaN
-    weights and synchronizes that stream.  bf16 weights: convert to fp16
-    first (``int4mm.torch`` does).
+    weights and synchronizes that stream.  Scales and zeros have the
+    weight's dtype (bf16 weights give a weight prepared for bf16
+    activations).
     """
-    wv = A.check(A.view(weight, "weight"), "weight", typestr=A.FP16, ndim=2,
+    wv = A.check(A.view(weight, "weight"), "weight", typestr=A.FLOATS, ndim=2,
                  contiguous=False, aligned=False)
     K, N = wv.shape
     G = K if group_size is None else group_size
@@ -57,8 +58,8 @@ def quantize(weight, group_size=128, sparse=False, *, stream=None) -> _api.Prepa
     rows = K // 16 if sparse else K // 8
     qweight = A.empty(weight, (rows, N), A.INT32, device, target)
     mask = A.empty(weight, (K // 32, N), A.INT32, device, target) if sparse else None
-    scales = A.empty(weight, (K // G, N), A.FP16, device, target)
-    zeros = A.empty(weight, (K // G, N), A.FP16, device, target)
+    scales = A.empty(weight, (K // G, N), wv.typestr, device, target)
+    zeros = A.empty(weight, (K // G, N), wv.typestr, device, target)
     nat.quantize_rtn(wv, A.view(qweight, "qweight"),
                      None if mask is None else A.view(mask, "mask"),
                      A.view(scales, "scales"), A.view(zeros, "zeros"), K, N, G, device, target)

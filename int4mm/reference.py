@@ -241,11 +241,32 @@ def random_weights(K: int, N: int, group_size: int | None = None, sparse: bool =
 # --------------------------------------------------------------------------- quantization
 
 
-def quantize_rtn(weight, group_size=None, sparse=False) -> dict:
+def bf16_round(a) -> np.ndarray:
+    """float32 values of ``a`` rounded to the nearest bfloat16 (ties to even),
+    returned as float32 (numpy has no bfloat16 type).  NaN stays NaN."""
+    a = np.asarray(a, dtype=np.float32)
+    u = a.view(np.uint32).astype(np.uint64)
+    r = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16) & 0xFFFFFFFF
+    out = r.astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(a), a, out)
+
+
+def bf16_bits(a) -> np.ndarray:
+    """uint16 bit patterns of the bfloat16 values nearest ``a``."""
+    return (bf16_round(a).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(bits) -> np.ndarray:
+    """float32 values of bfloat16 bit patterns (uint16)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def quantize_rtn(weight, group_size=None, sparse=False, dtype="float16") -> dict:
     """Round-to-nearest asymmetric 4-bit quantization (the GPU's int4mm.quantize, bit for bit).
 
-    ``weight``: ``(K, N)`` fp16 (other float dtypes are rounded to fp16
-    first).  ``group_size``: rows per group (None: per channel, ``G = K``).
+    ``weight``: ``(K, N)``, rounded to ``dtype`` first ("float16", or
+    "bfloat16": then scales and zeros are bfloat16 values, returned as
+    float32 arrays since numpy has no bfloat16).  ``group_size``: rows per group (None: per channel, ``G = K``).
     With ``sparse=True`` each aligned 32-row block of each column first keeps
     its 16 largest ``|w|`` (ties: the lower row), and groups are quantized
     over the kept weights only.
@@ -255,11 +276,11 @@ def quantize_rtn(weight, group_size=None, sparse=False) -> dict:
 
         lo = min(0, min w), hi = max(0, max w)     # over kept rows if sparse
         if lo == hi: lo, hi = -1, 1                # an all-zero group
-        scale = float16((hi - lo) / 15)            # round to nearest even; 0 -> 2**-24
-        zero  = clip(rint(-lo / scale), 0, 15)     # scale read back from its fp16 value
+        scale = dtype((hi - lo) / 15)              # nearest, ties even; 0 -> smallest subnormal
+        zero  = clip(rint(-lo / scale), 0, 15)     # scale read back from its rounded value
         code  = clip(rint(w / scale) + zero, 0, 15)
 
-    Returns ``qweight``, ``scales``, ``zeros`` (fp16 ``(K // G, N)``),
+    Returns ``qweight``, ``scales``, ``zeros`` (``(K // G, N)``, fp16 or bf16 values),
     ``mask`` (None when dense), ``codes`` (uint8, 0 where pruned), ``keep``
     (bool or None) and ``group_size``.
     """
@@ -268,7 +289,10 @@ def quantize_rtn(weight, group_size=None, sparse=False) -> dict:
         raise Int4mmValueError(f"weight: expected a 2-D (K, N) array, got shape {w.shape}")
     if not np.issubdtype(w.dtype, np.floating):
         raise Int4mmValueError(f"weight: expected a floating-point array, got dtype {w.dtype}")
-    w16 = w.astype(np.float16)
+    if dtype not in ("float16", "bfloat16"):
+        raise Int4mmValueError(f"dtype: expected 'float16' or 'bfloat16', got {dtype!r}")
+    bf16 = dtype == "bfloat16"
+    w16 = bf16_round(w.astype(np.float32)) if bf16 else w.astype(np.float16)
     K, N = w16.shape
     G = K if group_size is None else int(group_size)
     unit = SPARSE_BLOCK if sparse else 8
@@ -297,13 +321,18 @@ def quantize_rtn(weight, group_size=None, sparse=False) -> dict:
     flat = lo == hi
     lo[flat] = np.float32(-1)
     hi[flat] = np.float32(1)
-    scales = ((hi - lo) / np.float32(15)).astype(np.float16)
-    scales[scales == 0] = np.array(1, dtype=np.uint16).view(np.float16)  # 2**-24
+    if bf16:
+        scales = bf16_round((hi - lo) / np.float32(15))
+        scales[scales == 0] = from_bf16_bits(np.uint16(1))  # 2**-133
+    else:
+        scales = ((hi - lo) / np.float32(15)).astype(np.float16)
+        scales[scales == 0] = np.array(1, dtype=np.uint16).view(np.float16)  # 2**-24
     s = scales.astype(np.float32)
     zero = np.clip(np.rint(-lo / s), np.float32(0), np.float32(15)) + np.float32(0)
     codes = np.clip(np.rint(wg / s[:, None, :]) + zero[:, None, :], 0, 15).astype(np.uint8)
     codes = codes.reshape(K, N)
-    out = {"scales": scales, "zeros": zero.astype(np.float16), "group_size": G, "keep": keep}
+    out = {"scales": scales, "zeros": zero.astype(np.float32 if bf16 else np.float16),
+           "group_size": G, "keep": keep}
     if sparse:
         codes = np.where(keep, codes, 0).astype(np.uint8)
         out["qweight"], out["mask"] = pack_sparse(codes, keep)

@@ -33,7 +33,7 @@ from torch import nn
 import int4mm
 
 from . import reference as ref
-from .errors import Int4mmValueError
+from .errors import Int4mmTypeError, Int4mmValueError
 
 __all__ = ["Int4Linear", "int4mm_matmul", "replace_linear"]
 
@@ -52,6 +52,16 @@ class _Borrowed:
         self.__cuda_array_interface__ = t.__cuda_array_interface__
 
 
+def _borrow(t):
+    """What the prepared-weight cache hands int4mm for tensor ``t``.  bfloat16
+    tensors have no ``__cuda_array_interface__``: they are passed themselves
+    (read through DLPack), which keeps them alive while the entry lives; the
+    entry still dies with ``qweight`` (int32, always borrowed)."""
+    if t is None:
+        return None
+    return t if t.dtype == torch.bfloat16 else _Borrowed(t)
+
+
 _CACHE: dict[int, tuple] = {}  # id(qweight) -> (key, PreparedWeight, finalizer)
 #: How many PreparedWeights the op has built (tests check that steady-state
 #: calls, eager or compiled, build none).
@@ -63,20 +73,21 @@ def _key(tensors):
                  else None for t in tensors)
 
 
-def _prepared(qweight, scales, zeros, mask, perm) -> int4mm.PreparedWeight:
-    """The cached PreparedWeight of these CUDA tensors (built on a miss)."""
+def _prepared(qweight, scales, zeros, mask, perm, dtype=None) -> int4mm.PreparedWeight:
+    """The cached PreparedWeight of these CUDA tensors for activations of
+    ``dtype`` (default: the scales' dtype), built on a miss."""
     tensors = (qweight, scales, zeros, mask, perm)
-    key = _key(tensors)
+    dtype = scales.dtype if dtype is None else dtype
+    key = (_key(tensors), dtype)
     hit = _CACHE.get(id(qweight))
     if hit is not None and hit[0] == key:
         return hit[1]
     if hit is not None:
         hit[2].detach()
     stream = torch.cuda.current_stream(qweight.device).cuda_stream
-    w = int4mm.prepare(*(None if t is None else _Borrowed(t) for t in tensors[:3]),
-                       mask=None if mask is None else _Borrowed(mask),
-                       perm=None if perm is None else _Borrowed(perm),
-                       validate=False, stream=stream)
+    w = int4mm.prepare(*(_borrow(t) for t in tensors[:3]), mask=_borrow(mask),
+                       perm=_borrow(perm), validate=False, stream=stream,
+                       dtype=str(dtype).removeprefix("torch."))
     STATS["prepared"] += 1
     fin = weakref.finalize(qweight, _CACHE.pop, id(qweight), None)
     fin.atexit = False
@@ -94,14 +105,14 @@ def _clear_cache():
 
 
 def _reference_cpu(x, qweight, scales, zeros, mask, bias, perm):
-    """CPU fallback: the numpy oracle, in float64, rounded to fp16."""
+    """CPU fallback: the numpy oracle, in float64, rounded to x's dtype."""
     xs = x.detach().double().numpy()
     if perm is not None:
         xs = xs[..., perm.numpy()]
-    y = ref.matmul(xs, qweight.numpy(), scales.numpy(), zeros.numpy(),
+    y = ref.matmul(xs, qweight.numpy(), scales.double().numpy(), zeros.double().numpy(),
                    None if mask is None else mask.numpy(),
                    None if bias is None else bias.double().numpy())
-    return torch.from_numpy(np.ascontiguousarray(y)).to(torch.float16)
+    return torch.from_numpy(np.ascontiguousarray(y)).to(x.dtype)
 
 
 @torch.library.custom_op("int4mm::matmul", mutates_args=())
@@ -109,7 +120,8 @@ def int4mm_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                   zeros: torch.Tensor, mask: Optional[torch.Tensor],  # noqa: UP045
                   bias: Optional[torch.Tensor], perm: Optional[torch.Tensor],  # noqa: UP045
                   group_size: int) -> torch.Tensor:
-    """``x @ dequantize(W) (+ bias)``: fp16 ``x (..., K)`` -> fp16 ``(..., N)``.
+    """``x @ dequantize(W) (+ bias)``: fp16 or bf16 ``x (..., K)`` -> ``(..., N)``
+    of ``x``'s dtype (float16 scales serve bf16 ``x`` too: converted once).
 
     ``group_size`` is checked against ``scales`` (0: take it from ``scales``).
     """
@@ -120,20 +132,23 @@ def int4mm_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
         x = x.clone(memory_format=torch.contiguous_format)
     if bias is not None:
         bias = bias.detach()
-    w = _prepared(qweight, scales, zeros, mask, perm)
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        raise Int4mmTypeError(f"x: expected float16 or bfloat16, got {x.dtype}")
+    w = _prepared(qweight, scales, zeros, mask, perm, x.dtype)
     if group_size and group_size != w.group_size:
         raise Int4mmValueError(f"group_size: {group_size} disagrees with scales of shape "
                                f"{tuple(scales.shape)} (group size {w.group_size})")
     stream = torch.cuda.current_stream(x.device)
-    out = torch.empty((*x.shape[:-1], w.N), dtype=torch.float16, device=x.device)
+    out = torch.empty((*x.shape[:-1], w.N), dtype=x.dtype, device=x.device)
     int4mm.matmul(x, w, bias=bias, out=out, stream=stream.cuda_stream)
     return out
 
 
 @int4mm_matmul.register_fake
 def _(x, qweight, scales, zeros, mask, bias, perm, group_size):
-    torch._check(x.dtype == torch.float16, lambda: f"x: expected float16, got {x.dtype}")
-    return x.new_empty((*x.shape[:-1], scales.shape[-1]), dtype=torch.float16)
+    torch._check(x.dtype in (torch.float16, torch.bfloat16),
+                 lambda: f"x: expected float16 or bfloat16, got {x.dtype}")
+    return x.new_empty((*x.shape[:-1], scales.shape[-1]), dtype=x.dtype)
 
 
 # --------------------------------------------------------------------------- module
@@ -143,16 +158,20 @@ class Int4Linear(nn.Module):
     """``y = x @ W (+ bias)`` with ``W`` in int4mm's 4-bit formats.
 
     Buffers (all in ``state_dict``): ``qweight`` int32, ``scales`` and
-    ``zeros`` fp16 ``(in_features // group_size, out_features)``, ``mask``
-    int32 (16:32 sparse only), ``perm`` int32 (act-order only); ``bias`` is an
-    fp16 parameter (no gradient).  Build with :meth:`from_linear`,
+    ``zeros`` ``(in_features // group_size, out_features)`` of ``dtype``
+    (float16 or bfloat16), ``mask`` int32 (16:32 sparse only), ``perm`` int32
+    (act-order only); ``bias`` is a parameter of ``dtype`` (no gradient).
+    Activations may be float16 or bfloat16 (the output has their dtype);
+    float16 buffers serve bfloat16 activations (converted once per weight),
+    bfloat16 buffers only bfloat16 ones.  ``module.to(torch.bfloat16)``
+    converts the buffers.  Build with :meth:`from_linear`,
     :meth:`from_quantized` (the original project's tensors) or
     :meth:`from_gptq`; or construct empty and ``load_state_dict``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  group_size: int | None = 128, sparse: bool = False, act_order: bool = False,
-                 device=None):
+                 device=None, dtype=None):
         super().__init__()
         G = in_features if group_size in (None, -1) else int(group_size)
         unit = 32 if sparse else 8
@@ -169,15 +188,18 @@ class Int4Linear(nn.Module):
         K, N = in_features, out_features
         rows = K // 16 if sparse else K // 8
         kw = {"device": device}
+        dtype = torch.float16 if dtype is None else dtype
+        if dtype not in (torch.float16, torch.bfloat16):
+            raise Int4mmTypeError(f"dtype: expected torch.float16 or torch.bfloat16, got {dtype}")
         self.register_buffer("qweight", torch.zeros((rows, N), dtype=torch.int32, **kw))
-        self.register_buffer("scales", torch.zeros((K // G, N), dtype=torch.float16, **kw))
-        self.register_buffer("zeros", torch.zeros((K // G, N), dtype=torch.float16, **kw))
+        self.register_buffer("scales", torch.zeros((K // G, N), dtype=dtype, **kw))
+        self.register_buffer("zeros", torch.zeros((K // G, N), dtype=dtype, **kw))
         self.register_buffer("mask", torch.zeros((K // 32, N), dtype=torch.int32, **kw)
                              if sparse else None)
         self.register_buffer("perm", torch.arange(K, dtype=torch.int32, device=device)
                              if act_order else None)
         if bias:
-            self.bias = nn.Parameter(torch.zeros(N, dtype=torch.float16, **kw),
+            self.bias = nn.Parameter(torch.zeros(N, dtype=dtype, **kw),
                                      requires_grad=False)
         else:
             self.register_parameter("bias", None)
@@ -190,8 +212,10 @@ class Int4Linear(nn.Module):
                        group_size=None) -> Int4Linear:
         """From tensors already in int4mm's formats (the original project's
         ``qweight``/``scales``/``zeros``/optional ``mask``; any device), which
-        are copied.  ``scales`` of shape ``(N,)`` mean per-channel."""
+        are copied.  ``scales`` of shape ``(N,)`` mean per-channel.  The
+        module's dtype is the scales' when they are bfloat16, else float16."""
         qweight, scales, zeros = (torch.as_tensor(a) for a in (qweight, scales, zeros))
+        dtype = torch.bfloat16 if scales.dtype == torch.bfloat16 else torch.float16
         if scales.ndim == 1:
             scales, zeros = scales[None, :], zeros.reshape(1, -1)
         sparse = mask is not None
@@ -202,7 +226,7 @@ class Int4Linear(nn.Module):
             raise Int4mmValueError(f"group_size: {group_size} disagrees with scales of shape "
                                    f"{tuple(scales.shape)} (K = {K} gives {G})")
         m = cls(K, N, bias=bias is not None, group_size=G, sparse=sparse,
-                act_order=perm is not None, device=qweight.device)
+                act_order=perm is not None, device=qweight.device, dtype=dtype)
         with torch.no_grad():
             for name, value in (("qweight", qweight), ("scales", scales), ("zeros", zeros),
                                 ("mask", mask), ("perm", perm), ("bias", bias)):
@@ -221,20 +245,24 @@ class Int4Linear(nn.Module):
                     sparse: bool = False) -> Int4Linear:
         """Quantize an ``nn.Linear`` on the spot (round-to-nearest, see
         :func:`int4mm.quantize`; on CUDA with the GPU quantizer, on the CPU with
-        its bit-identical numpy reference).  bf16/fp32 weights are converted
-        to fp16 first."""
+        its bit-identical numpy reference).  bf16 weights are quantized in bf16
+        (bf16 scales), others in fp16."""
         weight = linear.weight.detach()
-        w = weight if weight.dtype == torch.float16 else weight.to(torch.float16)
-        bias = None if linear.bias is None else linear.bias.detach().to(torch.float16)
+        dtype = torch.bfloat16 if weight.dtype == torch.bfloat16 else torch.float16
+        w = weight.to(dtype)
+        bias = None if linear.bias is None else linear.bias.detach().to(dtype)
         K = linear.in_features
         G = K if group_size in (None, -1) else group_size
         if w.is_cuda:
             q = int4mm.quantize(w.t(), group_size=G, sparse=sparse,
                                 stream=torch.cuda.current_stream(w.device).cuda_stream)
             return cls.from_quantized(q.qweight, q.scales, q.zeros, q.mask, bias=bias)
-        q = ref.quantize_rtn(w.t().numpy(), group_size=G, sparse=sparse)
-        return cls.from_quantized(*(None if q[k] is None else torch.from_numpy(q[k])
-                                    for k in ("qweight", "scales", "zeros", "mask")), bias=bias)
+        q = ref.quantize_rtn(w.t().float().numpy(), group_size=G, sparse=sparse,
+                             dtype=str(dtype).removeprefix("torch."))
+        t = {k: None if q[k] is None else torch.from_numpy(q[k]) for k in
+             ("qweight", "scales", "zeros", "mask")}
+        t["scales"], t["zeros"] = t["scales"].to(dtype), t["zeros"].to(dtype)
+        return cls.from_quantized(t["qweight"], t["scales"], t["zeros"], t["mask"], bias=bias)
 
     @classmethod
     def from_gptq(cls, tensors_or_path, prefix: str = "", *, zero_storage: str = "v1",

@@ -16,12 +16,14 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from int4mm_c cimport (
+    int4mm_cast,
     DLManagedTensor,
     INT4MM_ERR_BAD_DATA,
     INT4MM_ERR_CUDA,
     INT4MM_ERR_INVALID_ARGUMENT,
     INT4MM_ERR_NO_DEVICE,
     INT4MM_ERR_UNSUPPORTED,
+    INT4MM_DTYPE_BF16,
     INT4MM_DTYPE_FP16,
     INT4MM_LAYOUT_NONE,
     INT4MM_LAYOUT_SM90_WGMMA,
@@ -326,6 +328,11 @@ cdef inline const void *_ptr_or_null(ArrayView v):
     return <const void *>v.ptr
 
 
+cdef inline int _dtype_code(ArrayView v):
+    """INT4MM_DTYPE_* of a 16-bit float array (the Python layer checked the dtype)."""
+    return INT4MM_DTYPE_BF16 if v.typestr == "bfloat16" else INT4MM_DTYPE_FP16
+
+
 cdef inline void _fill_matmul_args(
         int4mm_matmul_args *a, ArrayView x, ArrayView qweight, ArrayView mask,
         ArrayView scales, ArrayView zeros, ArrayView bias, ArrayView y,
@@ -345,7 +352,7 @@ cdef inline void _fill_matmul_args(
     a.N = N
     a.K = K
     a.group_size = group_size
-    a.dtype = INT4MM_DTYPE_FP16
+    a.dtype = _dtype_code(x)
     a.path = path
     a.device = device
     a.stream = stream
@@ -370,18 +377,6 @@ def matmul(ArrayView x not None, ArrayView qweight not None, ArrayView mask,
         status = int4mm_matmul(&a)
     if status != INT4MM_OK:
         _raise_status(status)
-
-
-def chosen_path(ArrayView x not None, ArrayView qweight not None, ArrayView mask,
-                ArrayView scales not None, ArrayView zeros not None, ArrayView bias,
-                ArrayView y not None, int64_t M, int64_t N, int64_t K, int64_t ldx,
-                int64_t ldy, int64_t group_size, int path, int device, uintptr_t stream,
-                ArrayView prepared=None, int layout=INT4MM_LAYOUT_NONE):
-    """The PATH_* that matmul would take for these arguments (launches nothing)."""
-    cdef int4mm_matmul_args a
-    _fill_matmul_args(&a, x, qweight, mask, scales, zeros, bias, y, M, N, K, ldx, ldy,
-                      group_size, path, device, stream, prepared, layout)
-    return int4mm_matmul_chosen_path(&a)
 
 
 # Stands in for the mask (and prepared) pointer when chosen_path_for asks
@@ -428,7 +423,8 @@ def prepare(int layout, ArrayView qweight not None, ArrayView mask, ArrayView sc
             ArrayView zeros not None, int64_t K, int64_t N, int64_t group_size,
             ArrayView prepared not None, int device, uintptr_t stream):
     """Enqueues the conversion of raw weights into ``layout``, written to ``prepared``
-    (a C-contiguous device array of at least prepared_layout()'s nbytes)."""
+    (a C-contiguous device array of at least prepared_layout()'s nbytes).  The
+    prepared buffer serves calls whose activations have the scales' dtype."""
     cdef int4mm_status status
     cdef size_t nbytes = <size_t>(prepared.size * prepared.itemsize)
     if not prepared.c_contiguous:
@@ -438,8 +434,9 @@ def prepare(int layout, ArrayView qweight not None, ArrayView mask, ArrayView sc
     cdef const void *sc = <const void *>scales.ptr
     cdef const void *zr = <const void *>zeros.ptr
     cdef void *out = <void *>prepared.ptr
+    cdef int dtype = _dtype_code(scales)
     with nogil:
-        status = int4mm_prepare(layout, qw, mk, sc, zr, K, N, group_size, out, nbytes,
+        status = int4mm_prepare(layout, qw, mk, sc, zr, dtype, K, N, group_size, out, nbytes,
                                 device, stream)
     _check(status)
 
@@ -936,8 +933,9 @@ def quantize_rtn(ArrayView weight not None, ArrayView qweight not None, ArrayVie
     _require_matrix(zeros, "zeros", K // group_size, N, 2, True)
     sk = weight.strides[0]
     sn = weight.strides[1]
+    cdef int dtype = _dtype_code(weight)
     with nogil:
-        status = int4mm_quantize_rtn(<const void *>weight.ptr, sk, sn, INT4MM_DTYPE_FP16, K, N,
+        status = int4mm_quantize_rtn(<const void *>weight.ptr, sk, sn, dtype, K, N,
                                      group_size, sparse, <int32_t *>qweight.ptr, mk,
                                      <void *>scales.ptr, <void *>zeros.ptr, device, stream,
                                      &bad_k, &bad_n)
@@ -949,10 +947,13 @@ def quantize_rtn(ArrayView weight not None, ArrayView qweight not None, ArrayVie
 
 def gather_columns(ArrayView x not None, ArrayView perm not None, ArrayView out not None,
                    int64_t M, int64_t K, int device, uintptr_t stream):
-    """Enqueues out[m, j] = x[m, perm[j]] for C-contiguous fp16 x, out [M, K], int32 perm [K]."""
+    """Enqueues out[m, j] = x[m, perm[j]] for C-contiguous 16-bit x, out [M, K], int32 perm [K]."""
     cdef int4mm_status status
+    cdef int dtype = _dtype_code(x)
     if x.size != M * K or out.size != M * K or x.itemsize != 2 or out.itemsize != 2:
-        raise Int4mmValueError(f"gather_columns: x and out must hold {M} x {K} fp16 values")
+        raise Int4mmValueError(f"gather_columns: x and out must hold {M} x {K} 16-bit values")
+    if out.typestr != x.typestr:
+        raise Int4mmValueError("gather_columns: x and out must have one dtype")
     if not x.c_contiguous or not out.c_contiguous:
         raise Int4mmValueError("gather_columns: x and out must be C-contiguous")
     if perm.ndim != 1 or perm.shape[0] != K or perm.itemsize != 4 or not perm.c_contiguous:
@@ -960,7 +961,29 @@ def gather_columns(ArrayView x not None, ArrayView perm not None, ArrayView out 
                                f"got {perm.shape}")
     with nogil:
         status = int4mm_gather_columns(<const void *>x.ptr, K, <const int32_t *>perm.ptr, M, K,
-                                       <void *>out.ptr, K, INT4MM_DTYPE_FP16, device, stream)
+                                       <void *>out.ptr, K, dtype, device, stream)
+    _check(status)
+
+
+def cast(ArrayView src not None, ArrayView dst not None, int device, uintptr_t stream):
+    """Enqueues dst = src converted between float16 and bfloat16 (C-contiguous, equal
+    sizes, round to nearest even)."""
+    cdef int4mm_status status
+    cdef int sd = _dtype_code(src)
+    cdef int dd = _dtype_code(dst)
+    cdef int64_t count = src.size
+    for v in (src, dst):
+        if (<ArrayView>v).typestr not in ("<f2", "bfloat16"):
+            raise Int4mmValueError(f"{(<ArrayView>v).name}: cast takes float16 or bfloat16 arrays, "
+                                   f"got {(<ArrayView>v).typestr}")
+        if not (<ArrayView>v).c_contiguous:
+            raise Int4mmValueError(f"{(<ArrayView>v).name}: must be C-contiguous")
+    if dst.size != src.size:
+        raise Int4mmValueError(f"{dst.name}: holds {dst.size} elements, {src.name} {src.size}")
+    if dst.readonly:
+        raise Int4mmValueError(f"{dst.name}: is read-only")
+    with nogil:
+        status = int4mm_cast(<const void *>src.ptr, sd, <void *>dst.ptr, dd, count, device, stream)
     _check(status)
 
 
@@ -1044,6 +1067,7 @@ def copy_2d(ArrayView dst not None, ArrayView src not None, int64_t row0, int64_
 
 cdef object _TORCH_TENSOR = None      # torch.Tensor, once seen
 cdef object _TORCH_F16 = None         # torch.float16
+cdef object _TORCH_BF16 = None        # torch.bfloat16
 cdef object _TORCH_RAW_STREAM = None  # torch._C._cuda_getCurrentRawStream
 cdef object _CUPY_NDARRAY = None      # cupy.ndarray, once seen
 cdef object _CUPY_CURRENT_STREAM = None
@@ -1051,12 +1075,14 @@ cdef object _CUPY_CURRENT_STREAM = None
 
 cdef int _learn_type(object t) except -1:
     """Recognize torch.Tensor / cupy.ndarray by module without importing them."""
-    global _TORCH_TENSOR, _TORCH_F16, _TORCH_RAW_STREAM, _CUPY_NDARRAY, _CUPY_CURRENT_STREAM
+    global _TORCH_TENSOR, _TORCH_F16, _TORCH_BF16, _TORCH_RAW_STREAM, _CUPY_NDARRAY
+    global _CUPY_CURRENT_STREAM
     mod = getattr(t, "__module__", "") or ""
     if _TORCH_TENSOR is None and mod.startswith("torch") and t.__name__ == "Tensor":
         import torch
         _TORCH_TENSOR = torch.Tensor
         _TORCH_F16 = torch.float16
+        _TORCH_BF16 = torch.bfloat16
         _TORCH_RAW_STREAM = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     elif _CUPY_NDARRAY is None and mod.startswith("cupy") and t.__name__ == "ndarray":
         import cupy
@@ -1076,6 +1102,7 @@ cdef class FastMatmul:
     def __init__(self, ArrayView qweight not None, ArrayView mask, ArrayView scales not None,
                  ArrayView zeros not None, int64_t N, int64_t K, int64_t group_size, int device,
                  ArrayView prepared=None, int layout=INT4MM_LAYOUT_NONE):
+        """The activations' dtype is the scales' (float16 or bfloat16)."""
         memset(&self.a, 0, sizeof(int4mm_matmul_args))
         self.a.qweight = <const int32_t *>qweight.ptr
         self.a.mask = <const int32_t *>_ptr_or_null(mask)
@@ -1086,7 +1113,7 @@ cdef class FastMatmul:
         self.a.ldx = K
         self.a.ldy = N
         self.a.group_size = group_size
-        self.a.dtype = INT4MM_DTYPE_FP16
+        self.a.dtype = _dtype_code(scales)
         self.a.path = INT4MM_PATH_AUTO
         self.a.device = device
         self.a.prepared = _ptr_or_null(prepared)
@@ -1119,7 +1146,8 @@ cdef class FastMatmul:
         if xs[0:nd - 1] != ys[0:nd - 1]:
             return None
         if t is _TORCH_TENSOR:
-            if x.dtype is not _TORCH_F16 or y.dtype is not _TORCH_F16:
+            want = _TORCH_BF16 if self.a.dtype == INT4MM_DTYPE_BF16 else _TORCH_F16
+            if x.dtype is not want or y.dtype is not want:
                 return None
             dev = x.get_device()
             if dev != self.a.device or y.get_device() != dev:
@@ -1136,7 +1164,7 @@ cdef class FastMatmul:
             else:
                 return None
         else:
-            if x.dtype.char != "e" or y.dtype.char != "e":
+            if self.a.dtype != INT4MM_DTYPE_FP16 or x.dtype.char != "e" or y.dtype.char != "e":
                 return None
             dev = x.device.id
             if dev != self.a.device or y.device.id != dev:

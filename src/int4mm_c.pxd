@@ -62,6 +62,7 @@ cdef extern from "int4mm.h" nogil:
 
     enum:
         INT4MM_DTYPE_FP16
+        INT4MM_DTYPE_BF16
 
     ctypedef struct int4mm_matmul_args:
         const void *x
@@ -95,7 +96,8 @@ cdef extern from "int4mm.h" nogil:
     int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N, int64_t group_size,
                                          int sparse, int *layout, size_t *nbytes)
     int4mm_status int4mm_prepare(int layout, const int32_t *qweight, const int32_t *mask,
-                                 const void *scales, const void *zeros, int64_t K, int64_t N,
+                                 const void *scales, const void *zeros, int dtype, int64_t K,
+                                 int64_t N,
                                  int64_t group_size, void *prepared, size_t nbytes,
                                  int device, uintptr_t stream)
 
@@ -132,6 +134,9 @@ cdef extern from "int4mm.h" nogil:
     int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const int32_t *perm,
                                         int64_t M, int64_t K, void *out, int64_t ldo,
                                         int dtype, int device, uintptr_t stream)
+
+    int4mm_status int4mm_cast(const void *src, int src_dtype, void *dst, int dst_dtype,
+                              int64_t count, int device, uintptr_t stream)
 
 
 # ---- DLPack (legacy, unversioned ABI; https://dmlc.github.io/dlpack) ----------

@@ -25,16 +25,18 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 
-__global__ void gather_columns_kernel(const __half *__restrict__ x, int64_t ldx,
+// 16-bit elements moved as bits: the same code serves fp16 and bf16 (0 is +0
+// in both).
+__global__ void gather_columns_kernel(const uint16_t *__restrict__ x, int64_t ldx,
                                       const int32_t *__restrict__ perm, int64_t M, int64_t K,
-                                      __half *__restrict__ out, int64_t ldo) {
+                                      uint16_t *__restrict__ out, int64_t ldo) {
     const int64_t total = M * K;
     const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
     for (int64_t f = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; f < total;
          f += stride) {
         const int64_t m = f / K, j = f - m * K;
         const int32_t src = perm[j];
-        out[m * ldo + j] = (src >= 0 && src < K) ? x[m * ldx + src] : __float2half(0.0f);
+        out[m * ldo + j] = (src >= 0 && src < K) ? x[m * ldx + src] : uint16_t(0);
     }
 }
 
@@ -45,8 +47,8 @@ extern "C" int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const
                                                int dtype, int device, uintptr_t stream) {
     static const char fn[] = "int4mm_gather_columns";
     int4mm::clear_error();
-    if (dtype != INT4MM_DTYPE_FP16)
-        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not supported (fp16 only)",
+    if (dtype != INT4MM_DTYPE_FP16 && dtype != INT4MM_DTYPE_BF16)
+        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not supported (fp16 or bf16)",
                             fn, dtype);
     if (M < 0 || K < 0 || ldx < K || ldo < K)
         return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT,
@@ -66,7 +68,7 @@ extern "C" int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const
     int64_t blocks = (M * K + kThreads - 1) / kThreads;
     if (blocks > kMaxBlocks) blocks = kMaxBlocks;
     gather_columns_kernel<<<static_cast<int>(blocks), kThreads, 0, int4mm::as_stream(stream)>>>(
-        static_cast<const __half *>(x), ldx, perm, M, K, static_cast<__half *>(out), ldo);
+        static_cast<const uint16_t *>(x), ldx, perm, M, K, static_cast<uint16_t *>(out), ldo);
     INT4MM_LAUNCH_CHECK("gather_columns_kernel launch");
     return INT4MM_OK;
 }

@@ -104,8 +104,11 @@ enum {
     INT4MM_PATH_LARGE_M = 2    /* tensor-core GEMM, prefill */
 };
 
+/* Element type of activations, outputs, scales, zeros and bias (one type for
+ * all five in a call; see int4mm_cast for converting scales). */
 enum {
-    INT4MM_DTYPE_FP16 = 0      /* activations, outputs, scales, zeros, bias */
+    INT4MM_DTYPE_FP16 = 0,     /* IEEE half */
+    INT4MM_DTYPE_BF16 = 1      /* bfloat16 */
 };
 
 /* y[M, N] = x[M, K] @ W[K, N] + bias[N]
@@ -157,9 +160,11 @@ int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N, int64_t g
 
 /* Converts raw weights (as in int4mm_matmul_args) into `layout`, written to
  * `prepared` (`bytes` from int4mm_prepared_layout, 16-byte aligned).
- * Enqueued on `stream`; does not synchronize. */
+ * scales and zeros hold `dtype` (INT4MM_DTYPE_*); the prepared buffer serves
+ * only matmul calls of that dtype (the caller keeps track: the buffer does
+ * not record it).  Enqueued on `stream`; does not synchronize. */
 int4mm_status int4mm_prepare(int layout, const int32_t *qweight, const int32_t *mask,
-                             const void *scales, const void *zeros, int64_t K, int64_t N,
+                             const void *scales, const void *zeros, int dtype, int64_t K, int64_t N,
                              int64_t group_size, void *prepared, size_t bytes,
                              int device, uintptr_t stream);
 
@@ -208,18 +213,19 @@ int4mm_status int4mm_validate_sparse_mask(const int32_t *mask, int64_t K, int64_
 /* ---- quantization (src/cuda/quantize.cu) ------------------------------- */
 
 /* Round-to-nearest asymmetric 4-bit quantization of weight [K, N] (element
- * strides stride_k, stride_n; dtype INT4MM_DTYPE_FP16) in groups of
+ * strides stride_k, stride_n; dtype INT4MM_DTYPE_FP16 or _BF16) in groups of
  * group_size rows, written straight into the packed formats:
  *   dense  (sparse == 0): qweight int32 [K/8, N]; mask unused (may be NULL);
  *   sparse (sparse != 0): first keeps the 16 largest |w| of every aligned
  *          32-row block of each column (ties: lower row), then quantizes
  *          each group over its kept weights: qweight [K/16, N], mask [K/32, N];
- * scales, zeros: fp16 [K/group_size, N] (contiguous, like qweight and mask).
+ * scales, zeros: [K/group_size, N] of the weight's dtype (contiguous, like
+ *          qweight and mask).
  * group_size divides K and is a multiple of 8 (dense) or 32 (sparse).
  * Per (group, column), in fp32 with explicit rounding (bit-exact with
  * int4mm.reference.quantize_rtn):
  *   lo = min(0, min w), hi = max(0, max w); lo == hi -> lo = -1, hi = 1;
- *   scale = fp16 round-to-nearest-even((hi - lo) / 15) (0 -> smallest subnormal);
+ *   scale = dtype round-to-nearest-even((hi - lo) / 15) (0 -> smallest subnormal);
  *   zero = clamp(rint(-lo / scale), 0, 15);  code = clamp(rint(w / scale) + zero, 0, 15);
  * rint rounds half to even.  A non-finite weight is refused with
  * INT4MM_ERR_BAD_DATA before anything is written, *bad_k/*bad_n naming the
@@ -230,10 +236,20 @@ int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_k, int64_t 
                                   void *scales, void *zeros, int device, uintptr_t stream,
                                   int64_t *bad_k, int64_t *bad_n);
 
+/* ---- element type conversion (src/cuda/cast.cu) ---------------------------- */
+
+/* dst[i] = src[i] converted from src_dtype to dst_dtype (INT4MM_DTYPE_*),
+ * round-to-nearest-even, for i < count; contiguous arrays.  fp16 -> bf16 never
+ * overflows; bf16 -> fp16 gives +-inf beyond fp16's range.  Equal dtypes copy.
+ * Enqueued on `stream`; never synchronizes.  count == 0 is a no-op. */
+int4mm_status int4mm_cast(const void *src, int src_dtype, void *dst, int dst_dtype, int64_t count,
+                          int device, uintptr_t stream);
+
 /* ---- activation gather for act-order weights (src/cuda/gather.cu) ------- */
 
 /* out[m, j] = x[m, perm[j]] for x [M, K] (row stride ldx) and out [M, K]
- * (row stride ldo), perm int32 [K] (entries outside [0, K) read as 0).
+ * (row stride ldo), perm int32 [K] (entries outside [0, K) read as 0);
+ * dtype INT4MM_DTYPE_FP16 or _BF16 (the values are copied bit for bit).
  * Enqueued on `stream`; never synchronizes. */
 int4mm_status int4mm_gather_columns(const void *x, int64_t ldx, const int32_t *perm,
                                     int64_t M, int64_t K, void *out, int64_t ldo,

@@ -41,9 +41,10 @@ int resolve_path(const int4mm_matmul_args &a) {
 // that M == 0 with empty (null) arrays is a valid no-op.
 int4mm_status check_shapes(const int4mm_matmul_args &a) {
     const bool sparse = a.mask != nullptr;
-    if (a.dtype != INT4MM_DTYPE_FP16)
-        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: dtype must be INT4MM_DTYPE_FP16 (%d), got %d",
-                    INT4MM_DTYPE_FP16, a.dtype);
+    if (a.dtype != INT4MM_DTYPE_FP16 && a.dtype != INT4MM_DTYPE_BF16)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT,
+                    "matmul: dtype must be INT4MM_DTYPE_FP16 (%d) or INT4MM_DTYPE_BF16 (%d), got %d",
+                    INT4MM_DTYPE_FP16, INT4MM_DTYPE_BF16, a.dtype);
     if (a.path != INT4MM_PATH_AUTO && a.path != INT4MM_PATH_SMALL_M && a.path != INT4MM_PATH_LARGE_M)
         return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul: path must be AUTO (0), SMALL_M (1) or LARGE_M (2), got %d",
                     a.path);
@@ -96,13 +97,14 @@ int4mm_status check_pointers(const int4mm_matmul_args &a) {
 
 MatmulProblem make_problem(const int4mm_matmul_args &a) {
     MatmulProblem p;
-    p.x = static_cast<const __half *>(a.x);
+    p.x = a.x;
     p.qweight = reinterpret_cast<const uint32_t *>(a.qweight);
     p.mask = reinterpret_cast<const uint32_t *>(a.mask);
-    p.scales = static_cast<const __half *>(a.scales);
-    p.zeros = static_cast<const __half *>(a.zeros);
-    p.bias = static_cast<const __half *>(a.bias);
-    p.y = static_cast<__half *>(a.y);
+    p.scales = a.scales;
+    p.zeros = a.zeros;
+    p.bias = a.bias;
+    p.y = a.y;
+    p.dtype = a.dtype;
     p.ldx = a.ldx;
     p.ldy = a.ldy;
     p.M = static_cast<int>(a.M);

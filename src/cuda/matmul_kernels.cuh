@@ -4,6 +4,7 @@
 #ifndef INT4MM_MATMUL_KERNELS_CUH_
 #define INT4MM_MATMUL_KERNELS_CUH_
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -14,28 +15,92 @@
 
 namespace int4mm {
 
-// One validated multiplication, in the types the kernels use.  The
+// One validated multiplication, type-erased as the dispatcher sees it.  The
 // dispatcher guarantees: 1 <= M, N, K <= kMaxMatmulDim; N % 8 == 0;
 // K % 8 == 0 (dense) or K % 32 == 0 (sparse); group_size divides K and is a
 // multiple of 8 (dense) or 32 (sparse); every pointer 16-byte aligned;
-// ldx % 8 == 0, ldy % 8 == 0.  Offsets that can pass 2^31 (row * N,
-// m * ldx) are always computed in int64 by the kernels.
+// ldx % 8 == 0, ldy % 8 == 0; x, scales, zeros, bias and y all hold `dtype`
+// (INT4MM_DTYPE_FP16 or INT4MM_DTYPE_BF16).  Offsets that can pass 2^31
+// (row * N, m * ldx) are always computed in int64 by the kernels.
 struct MatmulProblem {
-    const __half *x;          // [M, K], row stride ldx
+    const void *x;            // [M, K], row stride ldx
     const uint32_t *qweight;  // dense [K/8, N] or sparse [K/16, N]
     const uint32_t *mask;     // sparse [K/32, N]; nullptr: dense
-    const __half *scales;     // [K/G, N]
-    const __half *zeros;      // [K/G, N]
-    const __half *bias;       // [N] or nullptr
-    __half *y;                // [M, N], row stride ldy
+    const void *scales;       // [K/G, N]
+    const void *zeros;        // [K/G, N]
+    const void *bias;         // [N] or nullptr
+    void *y;                  // [M, N], row stride ldy
     int64_t ldx, ldy;
     int M, N, K;
     int group_size;
     int group_shift;          // log2(group_size) when it is a power of two, else -1
+    int dtype = INT4MM_DTYPE_FP16;
     // Dense weights also in the SMALL_M "tiled" layout (prepare_small_m.cu),
     // or nullptr: the v2 SMALL_M kernel then reads qweight (raw).  Ignored
     // for sparse weights and by every other kernel.
     const void *tiled = nullptr;
+};
+
+// The same problem with the 16-bit element type T (__half or __nv_bfloat16)
+// spelled out: what the kernels take.
+template <class T>
+struct TypedProblem {
+    const T *x;
+    const uint32_t *qweight;
+    const uint32_t *mask;
+    const T *scales;
+    const T *zeros;
+    const T *bias;
+    T *y;
+    int64_t ldx, ldy;
+    int M, N, K;
+    int group_size;
+    int group_shift;
+    const void *tiled;
+};
+
+template <class T>
+TypedProblem<T> typed(const MatmulProblem &p) {
+    return TypedProblem<T>{static_cast<const T *>(p.x), p.qweight, p.mask,
+                           static_cast<const T *>(p.scales), static_cast<const T *>(p.zeros),
+                           static_cast<const T *>(p.bias), static_cast<T *>(p.y),
+                           p.ldx, p.ldy, p.M, p.N, p.K, p.group_size, p.group_shift, p.tiled};
+}
+
+// Calls f(T{}) with T the element type named by `dtype` (validated earlier).
+template <class F>
+int4mm_status with_element_type(int dtype, F &&f) {
+    if (dtype == INT4MM_DTYPE_BF16) return f(__nv_bfloat16{});
+    return f(__half{});
+}
+
+// Element-type traits: conversions, packed-pair arithmetic on raw 32-bit
+// words, and the constants the dequantizers need.
+template <class T>
+struct Elem;
+
+template <>
+struct Elem<__half> {
+    using Pair = __half2;
+    static constexpr uint32_t kOne2 = 0x3C003C00u;  // (1, 1)
+    __device__ __forceinline__ static float to_float(__half v) { return __half2float(v); }
+    __device__ __forceinline__ static __half from_float(float v) { return __float2half_rn(v); }
+    __device__ __forceinline__ static Pair pair_from_floats(float a, float b) { return __floats2half2_rn(a, b); }
+    __device__ __forceinline__ static float2 pair_to_float2(Pair v) { return __half22float2(v); }
+    __device__ __forceinline__ static Pair bcast(__half v) { return __half2half2(v); }
+    __device__ __forceinline__ static Pair zero_pair() { return __float2half2_rn(0.0f); }
+};
+
+template <>
+struct Elem<__nv_bfloat16> {
+    using Pair = __nv_bfloat162;
+    static constexpr uint32_t kOne2 = 0x3F803F80u;  // (1, 1)
+    __device__ __forceinline__ static float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+    __device__ __forceinline__ static __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+    __device__ __forceinline__ static Pair pair_from_floats(float a, float b) { return __floats2bfloat162_rn(a, b); }
+    __device__ __forceinline__ static float2 pair_to_float2(Pair v) { return __bfloat1622float2(v); }
+    __device__ __forceinline__ static Pair bcast(__nv_bfloat16 v) { return __bfloat162bfloat162(v); }
+    __device__ __forceinline__ static Pair zero_pair() { return __float2bfloat162_rn(0.0f); }
 };
 
 // Keeps every int index (k, n, m, tile corners plus a tile) far from 2^31.
@@ -81,23 +146,28 @@ int4mm_status launch_matmul_tc(const MatmulProblem &p, cudaStream_t stream);
 size_t small_m_tiled_bytes(int64_t K, int64_t N);
 int4mm_status prepare_small_m_tiled(const uint32_t *qweight, int64_t K, int64_t N, void *out, cudaStream_t s);
 
-// ---- device helpers shared by both kernel families -----------------------
+// ---- device helpers shared by the kernel families ------------------------
 
-// Bit casts between 32-bit words and half2 (memcpy: no aliasing UB; free).
-__device__ __forceinline__ __half2 bits_as_half2(uint32_t u) {
-    __half2 h;
+// Bit casts between 32-bit words and packed pairs (memcpy: no aliasing UB; free).
+template <class P>
+__device__ __forceinline__ P bits_as(uint32_t u) {
+    static_assert(sizeof(P) == 4, "a pair of 16-bit values");
+    P h;
     memcpy(&h, &u, sizeof(h));
     return h;
 }
-__device__ __forceinline__ uint32_t half2_as_bits(__half2 h) {
+template <class P>
+__device__ __forceinline__ uint32_t as_bits(P h) {
+    static_assert(sizeof(P) == 4, "a pair of 16-bit values");
     uint32_t u;
     memcpy(&u, &h, sizeof(u));
     return u;
 }
 
-// Two packed fp16 (low half first) -> two fp32.
-__device__ __forceinline__ float2 half2_bits_to_float2(uint32_t u) {
-    return __half22float2(bits_as_half2(u));
+// Two packed 16-bit values of type T (low first) -> two fp32.
+template <class T>
+__device__ __forceinline__ float2 pair_bits_to_float2(uint32_t u) {
+    return Elem<T>::pair_to_float2(bits_as<typename Elem<T>::Pair>(u));
 }
 
 // Group row of scales/zeros for input row k.  A shift when G is a power of
@@ -110,38 +180,6 @@ __device__ __forceinline__ int group_of(int k, int group_size, int group_shift) 
 // float ulp is 1, so OR-ing q into the mantissa gives 2^23 + q.
 __device__ __forceinline__ float code_to_float(uint32_t q) {
     return __int_as_float(0x4B000000u | q) - 8388608.0f;
-}
-
-// One dense weight word (8 codes of one column, k order, low nibble first)
-// -> 8 dequantized halves (q - z) * s in k order, as one 16-byte value.
-//
-// "Magic exponent" int4 -> fp16: 0x6400 is 1024.0h, whose fp16 ulp is 1, so
-// (w & 0x000F000F) | 0x64006400 read as half2 is exactly (1024 + q0, 1024 + q4)
-// and subtracting 1024 is exact: one LOP per two codes, no I2F.  The zero is
-// subtracted separately (NOT folded into the 1024 offset): zeros may be
-// non-integral fp16 values and 1024 + z would round.
-__device__ __forceinline__ uint4 dequant8_to_half(uint32_t w, __half2 s2, __half2 z2) {
-    constexpr uint32_t kLow4Each = 0x000F000Fu;
-    constexpr uint32_t kMagic = 0x64006400u;  // (1024.0h, 1024.0h)
-    const uint32_t t0 = (w & kLow4Each) | kMagic;          // (q0, q4)
-    const uint32_t t1 = ((w >> 4) & kLow4Each) | kMagic;   // (q1, q5)
-    const uint32_t t2 = ((w >> 8) & kLow4Each) | kMagic;   // (q2, q6)
-    const uint32_t t3 = ((w >> 12) & kLow4Each) | kMagic;  // (q3, q7)
-    // Regroup into k order: low halves of (t0, t1) are (q0, q1), high (q4, q5).
-    const uint32_t pair[4] = {
-        __byte_perm(t0, t1, 0x5410),  // (q0, q1)
-        __byte_perm(t2, t3, 0x5410),  // (q2, q3)
-        __byte_perm(t0, t1, 0x7632),  // (q4, q5)
-        __byte_perm(t2, t3, 0x7632),  // (q6, q7)
-    };
-    const __half2 magic = bits_as_half2(kMagic);
-    uint32_t out[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const __half2 q = __hsub2(bits_as_half2(pair[i]), magic);  // exact
-        out[i] = half2_as_bits(__hmul2(__hsub2(q, z2), s2));
-    }
-    return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
 }  // namespace int4mm

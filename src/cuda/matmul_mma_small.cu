@@ -1,4 +1,4 @@
-// SMALL_M v2: tensor-core (mma.sync.m16n8k16, f16 -> f32) kernel for small
+// SMALL_M v2: tensor-core (mma.sync.m16n8k16, f16/bf16 -> f32) kernel for small
 // and mid M that reads the RAW interchange layouts directly (no prepare).
 //
 // K permutation.  An mma sums over k, so any permutation of k applied to both
@@ -31,11 +31,15 @@
 // through shared memory at the end (no workspace, no atomics).  M > 16 * MT
 // rows loop over grid.y (each re-reads the weights, from L2 when they fit).
 //
-// Dequantization (dense): per 2 weights one LOP3 ((w & 0x000F000F) | 0x6400
-// 6400 = half2(1024 + q) exactly), one HSUB2 / HFMA2 to get q exactly (odd
-// nibbles arrive as 1024 + 16 q and take fma(p, 1/16, -64)), then one HFMA2:
-// grouped  B = q * s - z * s   (half2; z * s rounded once, ~4e-4 relative);
-// channel  B = q - z           (half2; s applied in the fp32 epilogue).
+// Dequantization (dense, fp16): per 2 weights one LOP3 ((w & 0x000F000F) |
+// 0x64006400 = half2(1024 + q) exactly), one HSUB2 / HFMA2 to get q exactly
+// (odd nibbles arrive as 1024 + 16 q and take fma(p, 1/16, -64)), then one
+// HFMA2:
+// grouped  B = q * s - z * s   (pair; z * s rounded once, ~4e-4 relative);
+// channel  B = q - z           (pair; s applied in the fp32 epilogue).
+// bf16 has only 7 mantissa bits: the magic is 0x4300 (128.0) and odd nibbles
+// are shifted down first (one more SHF per two pairs), then the same math in
+// bf16x2.
 // Sparse: the lane's 8 rows of one column take the mask byte m8, the code
 // window starting at popc(mask below row 8c), SWAR ranks of m8 as PRMT
 // selectors (pruned rows select a zero byte through PRMT's sign mode), and a
@@ -43,6 +47,7 @@
 #include "matmul_kernels.cuh"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace int4mm {
 namespace {
@@ -75,14 +80,6 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int sr
 __device__ __forceinline__ void cp_async8(uint32_t dst, const void *src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(dst), "l"(src) : "memory");
 }
-// 16 bytes straight to registers: no L1 allocation, L2 evict-first.
-__device__ __forceinline__ uint4 ldg_nc_ef(const void *src, uint64_t policy) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(src), "l"(policy));
-    return v;
-}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -110,42 +107,88 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
     return d;
 }
 
+template <class T>
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
 }
 
-__device__ __forceinline__ uint32_t hfma2_bits(uint32_t a, uint32_t b, uint32_t c) {
-    return half2_as_bits(__hfma2(bits_as_half2(a), bits_as_half2(b), bits_as_half2(c)));
+// Packed-pair arithmetic on raw words, in T.
+template <class T>
+__device__ __forceinline__ uint32_t fma2_bits(uint32_t a, uint32_t b, uint32_t c) {
+    using P = typename Elem<T>::Pair;
+    return as_bits(__hfma2(bits_as<P>(a), bits_as<P>(b), bits_as<P>(c)));
 }
-__device__ __forceinline__ uint32_t hsub2_bits(uint32_t a, uint32_t b) {
-    return half2_as_bits(__hsub2(bits_as_half2(a), bits_as_half2(b)));
+template <class T>
+__device__ __forceinline__ uint32_t sub2_bits(uint32_t a, uint32_t b) {
+    using P = typename Elem<T>::Pair;
+    return as_bits(__hsub2(bits_as<P>(a), bits_as<P>(b)));
+}
+template <class T>
+__device__ __forceinline__ uint32_t neg2_bits(uint32_t a) {
+    return a ^ 0x80008000u;  // both signs flipped: exact negation in fp16 and bf16
+}
+template <class T>
+__device__ __forceinline__ uint32_t mul2_bits(uint32_t a, uint32_t b) {
+    using P = typename Elem<T>::Pair;
+    return as_bits(__hmul2(bits_as<P>(a), bits_as<P>(b)));
 }
 
-constexpr uint32_t kMagic = 0x64006400u;      // half2(1024, 1024)
+// M + q for a code q in the low mantissa bits: M = 1024 (fp16) or 128 (bf16).
+template <class T>
+struct Magic {
+    static constexpr uint32_t kPair = 0x64006400u;  // half2(1024, 1024)
+};
+template <>
+struct Magic<__nv_bfloat16> {
+    static constexpr uint32_t kPair = 0x43004300u;  // bf16x2(128, 128)
+};
 constexpr uint32_t kSixteenth = 0x2C002C00u;  // half2(1/16, 1/16)
 constexpr uint32_t kNeg64 = 0xD400D400u;      // half2(-64, -64)
 
 // One raw dense word (codes of rows 8c..8c+7 of one column) -> the 4 B
-// half2 pairs (0,4) (1,5) (2,6) (3,7), each q * s2 + nzs2.
+// pairs (0,4) (1,5) (2,6) (3,7), each q * s2 + nzs2.
+template <class T>
 __device__ __forceinline__ void expand_dense(uint32_t w, uint32_t s2, uint32_t nzs2, uint32_t (&b)[4]) {
+    constexpr uint32_t kMagic = Magic<T>::kPair;
     const uint32_t w8 = w >> 8;
-    const uint32_t p0 = (w & 0x000F000Fu) | kMagic;   // 1024 + q0, q4
-    const uint32_t p1 = (w & 0x00F000F0u) | kMagic;   // 1024 + 16 q1, q5
-    const uint32_t p2 = (w8 & 0x000F000Fu) | kMagic;  // 1024 + q2, q6
-    const uint32_t p3 = (w8 & 0x00F000F0u) | kMagic;  // 1024 + 16 q3, q7
-    b[0] = hfma2_bits(hsub2_bits(p0, kMagic), s2, nzs2);
-    b[1] = hfma2_bits(hfma2_bits(p1, kSixteenth, kNeg64), s2, nzs2);
-    b[2] = hfma2_bits(hsub2_bits(p2, kMagic), s2, nzs2);
-    b[3] = hfma2_bits(hfma2_bits(p3, kSixteenth, kNeg64), s2, nzs2);
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        const uint32_t w4 = w >> 4, w12 = w >> 12;
+        const uint32_t p0 = (w & 0x000F000Fu) | kMagic;    // 128 + q0, q4
+        const uint32_t p1 = (w4 & 0x000F000Fu) | kMagic;   // 128 + q1, q5
+        const uint32_t p2 = (w8 & 0x000F000Fu) | kMagic;   // 128 + q2, q6
+        const uint32_t p3 = (w12 & 0x000F000Fu) | kMagic;  // 128 + q3, q7
+        b[0] = fma2_bits<T>(sub2_bits<T>(p0, kMagic), s2, nzs2);
+        b[1] = fma2_bits<T>(sub2_bits<T>(p1, kMagic), s2, nzs2);
+        b[2] = fma2_bits<T>(sub2_bits<T>(p2, kMagic), s2, nzs2);
+        b[3] = fma2_bits<T>(sub2_bits<T>(p3, kMagic), s2, nzs2);
+    } else {
+        const uint32_t p0 = (w & 0x000F000Fu) | kMagic;   // 1024 + q0, q4
+        const uint32_t p1 = (w & 0x00F000F0u) | kMagic;   // 1024 + 16 q1, q5
+        const uint32_t p2 = (w8 & 0x000F000Fu) | kMagic;  // 1024 + q2, q6
+        const uint32_t p3 = (w8 & 0x00F000F0u) | kMagic;  // 1024 + 16 q3, q7
+        b[0] = fma2_bits<T>(sub2_bits<T>(p0, kMagic), s2, nzs2);
+        b[1] = fma2_bits<T>(fma2_bits<T>(p1, kSixteenth, kNeg64), s2, nzs2);
+        b[2] = fma2_bits<T>(sub2_bits<T>(p2, kMagic), s2, nzs2);
+        b[3] = fma2_bits<T>(fma2_bits<T>(p3, kSixteenth, kNeg64), s2, nzs2);
+    }
 }
 
 // Rows 8c..8c+7 (c8 = 8c) of one 16:32 block of one column -> B pairs
 // (0,2) (1,3) (4,6) (5,7), pruned rows exactly +0.  lowmask = (1 << 8c) - 1.
 // An invalid mask (popcount != 16) gives wrong values, never a bad access.
+template <class T>
 __device__ __forceinline__ void expand_sparse(uint32_t m, uint32_t lo, uint32_t hi, uint32_t c8, uint32_t lowmask,
                                               uint32_t s2, uint32_t nzs2, uint32_t (&b)[4]) {
     const uint32_t m8 = (m >> c8) & 0xFFu;
@@ -170,8 +213,8 @@ __device__ __forceinline__ void expand_sparse(uint32_t m, uint32_t lo, uint32_t 
                               prmt(k_odd, 0u, 0xBBAAu)};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-        const uint32_t pj = (P[j] & 0x000F000Fu) | kMagic;
-        b[j] = hfma2_bits(hsub2_bits(pj, kMagic), s2, nzs2) & keep[j];
+        const uint32_t pj = (P[j] & 0x000F000Fu) | Magic<T>::kPair;
+        b[j] = fma2_bits<T>(sub2_bits<T>(pj, Magic<T>::kPair), s2, nzs2) & keep[j];
     }
 }
 
@@ -192,10 +235,8 @@ __device__ __forceinline__ void x_pairs(const uint4 &v, uint32_t (&a)[4]) {
 }
 
 // XR: groups of 8 rows of x per block (1, 2, 4, 8 -> MT = 1, 1, 2, 4 m16 tiles).
-// REGW (dense only, experiment): weights go straight to a register ring
-// (ld.global.nc) instead of the shared-memory ring.
-template <int XR, int STAGES, bool SPARSE, bool REGW = false>
-__global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProblem p, int wk) {
+template <int XR, int STAGES, bool SPARSE, class T>
+__global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const TypedProblem<T> p, int wk) {
     constexpr int MT = (XR + 1) / 2;
     constexpr int WCH = SPARSE ? 3 : 1;          // weight chunks per lane per slab
     constexpr int SLOT = (WCH + XR + 1) * kSlotUnit;
@@ -253,7 +294,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
             wp0 = col_ok ? p.qweight + int64_t(4 * s_begin + c) * N64 + col : p.qweight;
         }
     }
-    const __half *xp[XR];
+    const T *xp[XR];
 #pragma unroll
     for (int xr = 0; xr < XR; ++xr)
         xp[xr] = row_ok[xr] ? p.x + int64_t(m0 + 8 * xr + g) * p.ldx + 32 * s_begin + 8 * c : p.x;
@@ -265,16 +306,13 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     int sz_row = s_begin / gslabs;
     int s_issue = s_begin;
 
-    uint4 wreg[STAGES];
-    auto issue_next = [&](uint32_t base, int slot) {
+    auto issue_next = [&](uint32_t base) {
         if (s_issue < s_end) {
             if constexpr (SPARSE) {
                 cp_async16_ef(base, wp0, wsize, policy);
                 cp_async16_ef(base + kSlotUnit, wp1, wsize, policy);
                 cp_async16_ef(base + 2 * kSlotUnit, wp1 + N64, wsize, policy);
                 wp1 += 2 * wstride;
-            } else if constexpr (REGW) {
-                wreg[slot] = col_ok ? ldg_nc_ef(wp0, policy) : make_uint4(0u, 0u, 0u, 0u);
             } else {
                 cp_async16_ef(base, wp0, wsize, policy);
             }
@@ -310,23 +348,23 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
     const uint32_t c8 = 8u * c;
     const uint32_t lowmask = c == 0 ? 0u : ((1u << c8) - 1u);
 
-    auto consume = [&](uint32_t base, int s, int slot) {
+    auto consume = [&](uint32_t base, int s) {
         if (s == sz_use) {
             sz_use = (s == s_begin) ? first_boundary : s + gslabs;
             const uint2 sv = lds64(base + SZ_OFF);
             const uint2 zv = lds64(base + SZ_OFF + 8);
             if (per_channel) {
                 // B = q - z; the scale is applied in fp32 at the end.
-                const uint32_t nz01 = half2_as_bits(__hneg2(bits_as_half2(zv.x)));
-                const uint32_t nz23 = half2_as_bits(__hneg2(bits_as_half2(zv.y)));
-                s2[0] = s2[1] = s2[2] = s2[3] = 0x3C003C00u;
+                const uint32_t nz01 = neg2_bits<T>(zv.x);
+                const uint32_t nz23 = neg2_bits<T>(zv.y);
+                s2[0] = s2[1] = s2[2] = s2[3] = Elem<T>::kOne2;
                 nzs2[0] = prmt(nz01, nz01, 0x1010u);
                 nzs2[1] = prmt(nz01, nz01, 0x3232u);
                 nzs2[2] = prmt(nz23, nz23, 0x1010u);
                 nzs2[3] = prmt(nz23, nz23, 0x3232u);
             } else {
-                const uint32_t nzs01 = half2_as_bits(__hmul2(__hneg2(bits_as_half2(zv.x)), bits_as_half2(sv.x)));
-                const uint32_t nzs23 = half2_as_bits(__hmul2(__hneg2(bits_as_half2(zv.y)), bits_as_half2(sv.y)));
+                const uint32_t nzs01 = mul2_bits<T>(neg2_bits<T>(zv.x), sv.x);
+                const uint32_t nzs23 = mul2_bits<T>(neg2_bits<T>(zv.y), sv.y);
                 s2[0] = prmt(sv.x, sv.x, 0x1010u);
                 s2[1] = prmt(sv.x, sv.x, 0x3232u);
                 s2[2] = prmt(sv.y, sv.y, 0x1010u);
@@ -353,7 +391,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
 
         uint4 wv[WCH];
 #pragma unroll
-        for (int i = 0; i < WCH; ++i) wv[i] = (REGW && i == 0) ? wreg[slot] : lds128(base + i * kSlotUnit);
+        for (int i = 0; i < WCH; ++i) wv[i] = lds128(base + i * kSlotUnit);
 
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) {
@@ -362,10 +400,10 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
                 const uint32_t m = jj == 0 ? wv[0].x : jj == 1 ? wv[0].y : jj == 2 ? wv[0].z : wv[0].w;
                 const uint32_t lo = jj == 0 ? wv[1].x : jj == 1 ? wv[1].y : jj == 2 ? wv[1].z : wv[1].w;
                 const uint32_t hi = jj == 0 ? wv[2].x : jj == 1 ? wv[2].y : jj == 2 ? wv[2].z : wv[2].w;
-                expand_sparse(m, lo, hi, c8, lowmask, s2[jj], nzs2[jj], b);
+                expand_sparse<T>(m, lo, hi, c8, lowmask, s2[jj], nzs2[jj], b);
             } else {
                 const uint32_t w = jj == 0 ? wv[0].x : jj == 1 ? wv[0].y : jj == 2 ? wv[0].z : wv[0].w;
-                expand_dense(w, s2[jj], nzs2[jj], b);
+                expand_dense<T>(w, s2[jj], nzs2[jj], b);
             }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
@@ -382,14 +420,14 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
                 a1[3] = has_r1 ? ap[r1][1] : 0u;
                 a2[1] = has_r1 ? ap[r1][2] : 0u;
                 a2[3] = has_r1 ? ap[r1][3] : 0u;
-                mma16816(acc[mt][jj], a1, b[0], b[1]);
-                mma16816(acc[mt][jj], a2, b[2], b[3]);
+                mma16816<T>(acc[mt][jj], a1, b[0], b[1]);
+                mma16816<T>(acc[mt][jj], a2, b[2], b[3]);
             }
         }
     };
 
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; ++i) issue_next(ring + i * SLOT, i);
+    for (int i = 0; i < STAGES - 1; ++i) issue_next(ring + i * SLOT);
 
     // The ring position of slab s is (s - s_begin) % STAGES: unrolling by
     // STAGES makes every slot address an immediate offset.
@@ -400,8 +438,8 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
                 cp_async_wait<STAGES - 2>();
                 // Refill the slot consumed one step ago (its values fed mma
                 // instructions issued before this point).
-                issue_next(ring + ((i + STAGES - 1) % STAGES) * SLOT, (i + STAGES - 1) % STAGES);
-                consume(ring + i * SLOT, s + i, i);
+                issue_next(ring + ((i + STAGES - 1) % STAGES) * SLOT);
+                consume(ring + i * SLOT, s + i);
             }
         }
     }
@@ -433,14 +471,14 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const MatmulProb
         if (n >= p.N) continue;
         float sum = 0.0f;
         for (int k = 0; k < wk; ++k) sum += red[(k * ROWS + row) * bcols + bc];
-        if (per_channel) sum *= __half2float(p.scales[n]);
-        if (p.bias != nullptr) sum += __half2float(p.bias[n]);
-        p.y[int64_t(m0 + row) * p.ldy + n] = __float2half_rn(sum);
+        if (per_channel) sum *= Elem<T>::to_float(p.scales[n]);
+        if (p.bias != nullptr) sum += Elem<T>::to_float(p.bias[n]);
+        p.y[int64_t(m0 + row) * p.ldy + n] = Elem<T>::from_float(sum);
     }
 }
 
-template <int XR, int STAGES, bool SPARSE, bool REGW = false>
-int4mm_status launch_cfg(const MatmulProblem &p, cudaStream_t stream, int wk) {
+template <int XR, int STAGES, bool SPARSE, class T>
+int4mm_status launch_cfg(const TypedProblem<T> &p, cudaStream_t stream, int wk) {
     constexpr int WCH = SPARSE ? 3 : 1;
     constexpr int SLOT = (WCH + XR + 1) * kSlotUnit;
     constexpr int MT = (XR + 1) / 2;
@@ -448,7 +486,7 @@ int4mm_status launch_cfg(const MatmulProblem &p, cudaStream_t stream, int wk) {
     const size_t ring = size_t(kMmaWarps) * STAGES * SLOT;
     const size_t red = size_t(wk) * 16 * MT * nwn * 32 * sizeof(float);
     const size_t smem = std::max(ring, red);
-    auto kernel = mma_small_kernel<XR, STAGES, SPARSE, REGW>;
+    auto kernel = mma_small_kernel<XR, STAGES, SPARSE, T>;
     if (smem > 48 * 1024) {
         INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     }
@@ -461,8 +499,8 @@ int4mm_status launch_cfg(const MatmulProblem &p, cudaStream_t stream, int wk) {
     return INT4MM_OK;
 }
 
-template <bool SPARSE>
-int4mm_status launch_sparse_or_dense(const MatmulProblem &p, cudaStream_t stream, int xr, int wk) {
+template <bool SPARSE, class T>
+int4mm_status launch_sparse_or_dense(const TypedProblem<T> &p, cudaStream_t stream, int xr, int wk) {
     // Stages: measured at M = 1 (8192^2, 16384^2): raw layout 3, 4, 6, 8
     // stages within ~10% of each other, 12 (one block per SM) 1.4x slower
     // (benchmarks/NOTES.md, v2).  Tiled layout: 3 stages 19.0 / 62.1 us,
@@ -484,26 +522,6 @@ int4mm_status launch_sparse_or_dense(const MatmulProblem &p, cudaStream_t stream
 
 }  // namespace
 
-// Tuning hook (self-test only): the M <= 8 dense kernel at another depth.
-int4mm_status launch_matmul_mma_small_stages(const MatmulProblem &p, cudaStream_t stream, int wk, int stages) {
-    switch (stages) {
-        case 3: return launch_cfg<1, 3, false>(p, stream, wk);
-        case 4: return launch_cfg<1, 4, false>(p, stream, wk);
-        case 8: return launch_cfg<1, 8, false>(p, stream, wk);
-        case 12: return launch_cfg<1, 12, false>(p, stream, wk);
-        // Register-ring weights (experiment, see benchmarks/NOTES.md v3).
-        // M <= 16 / M <= 64 configs at other depths (v3 sweep).
-        case 203: return launch_cfg<2, 3, false>(p, stream, wk);
-        case 204: return launch_cfg<2, 4, false>(p, stream, wk);
-        case 206: return launch_cfg<2, 6, false>(p, stream, wk);
-        case 803: return launch_cfg<8, 3, false>(p, stream, wk);
-        case 804: return launch_cfg<8, 4, false>(p, stream, wk);
-        case 1004: return launch_cfg<1, 4, false, true>(p, stream, wk);
-        case 1008: return launch_cfg<1, 8, false, true>(p, stream, wk);
-        default: return launch_cfg<1, 6, false>(p, stream, wk);
-    }
-}
-
 bool mma_small_supported(const MatmulProblem &p) {
     // K % 32 == 0 follows from G % 32 == 0 (G divides K).
     return p.group_size % 32 == 0 && p.K % 32 == 0;
@@ -523,8 +541,11 @@ int4mm_status launch_matmul_mma_small(const MatmulProblem &p, cudaStream_t strea
         else if (xr >= 4) wk = n32 >= 4 * 264 ? 2 : n32 >= 2 * 264 ? 4 : 8;
         else wk = n32 >= 8 * 264 ? 4 : 8;
     }
-    if (p.mask != nullptr) return launch_sparse_or_dense<true>(p, stream, xr, wk);
-    return launch_sparse_or_dense<false>(p, stream, xr, wk);
+    return with_element_type(p.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        if (p.mask != nullptr) return launch_sparse_or_dense<true>(typed<T>(p), stream, xr, wk);
+        return launch_sparse_or_dense<false>(typed<T>(p), stream, xr, wk);
+    });
 }
 
 int4mm_status launch_matmul_small_m(const MatmulProblem &p, cudaStream_t stream) {

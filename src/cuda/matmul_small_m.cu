@@ -20,7 +20,7 @@
 // grid.x = column blocks, grid.y = chunks of R rows of x (R in {1,2,4,8},
 // picked from M).  Each thread accumulates R x 4 fp32 sums in registers (all
 // indices compile-time), then the 64 (32) K-lanes are reduced through shared
-// memory and one thread per output adds the bias and stores fp16.
+// memory and one thread per output adds the bias and stores y (fp16 or bf16).
 //
 // Dequantization is per weight in fp32: w = fma(q, s, -z*s).  -z*s is exact
 // in fp32 (two 11-bit significands), so each weight is rounded once.
@@ -67,8 +67,8 @@ __device__ __forceinline__ uint4 load_weight_u4(const uint32_t *base, int64_t ro
 // wholly inside or wholly outside).  Layout:
 //   K_MAJOR == false: xs[r * kChunkK + k]   (dense: 8 consecutive k per row)
 //   K_MAJOR == true:  xs[k * R + r]         (sparse: all R rows of one k)
-template <int R, bool K_MAJOR>
-__device__ __forceinline__ void stage_x_chunk(float *xs, const MatmulProblem &p, int m0, int k0) {
+template <int R, bool K_MAJOR, class T>
+__device__ __forceinline__ void stage_x_chunk(float *xs, const TypedProblem<T> &p, int m0, int k0) {
     constexpr int kVecPerRow = kChunkK / 8;
     for (int v = threadIdx.x; v < R * kVecPerRow; v += kThreads) {
         const int r = v / kVecPerRow;
@@ -77,10 +77,10 @@ __device__ __forceinline__ void stage_x_chunk(float *xs, const MatmulProblem &p,
         const int k = k0 + kv * 8;
         uint4 raw = make_uint4(0, 0, 0, 0);
         if (m < p.M && k < p.K) raw = __ldg(reinterpret_cast<const uint4 *>(p.x + int64_t(m) * p.ldx + k));
-        const float2 f01 = half2_bits_to_float2(raw.x);
-        const float2 f23 = half2_bits_to_float2(raw.y);
-        const float2 f45 = half2_bits_to_float2(raw.z);
-        const float2 f67 = half2_bits_to_float2(raw.w);
+        const float2 f01 = pair_bits_to_float2<T>(raw.x);
+        const float2 f23 = pair_bits_to_float2<T>(raw.y);
+        const float2 f45 = pair_bits_to_float2<T>(raw.z);
+        const float2 f67 = pair_bits_to_float2<T>(raw.w);
         const float f[8] = {f01.x, f01.y, f23.x, f23.y, f45.x, f45.y, f67.x, f67.y};
         if constexpr (K_MAJOR) {
 #pragma unroll
@@ -100,14 +100,15 @@ struct GroupParams {
     int end_k = 0;  // first row past the group: reload when k reaches it
 };
 
-__device__ __forceinline__ void load_group_params(GroupParams &gp, const MatmulProblem &p, int k, int col) {
+template <class T>
+__device__ __forceinline__ void load_group_params(GroupParams &gp, const TypedProblem<T> &p, int k, int col) {
     const int g = group_of(k, p.group_size, p.group_shift);
     gp.end_k = (g + 1) * p.group_size;
     const int64_t off = int64_t(g) * p.N + col;  // col % 4 == 0, N % 8 == 0: 8-byte aligned
     const uint2 s = __ldg(reinterpret_cast<const uint2 *>(p.scales + off));
     const uint2 z = __ldg(reinterpret_cast<const uint2 *>(p.zeros + off));
-    const float2 s01 = half2_bits_to_float2(s.x), s23 = half2_bits_to_float2(s.y);
-    const float2 z01 = half2_bits_to_float2(z.x), z23 = half2_bits_to_float2(z.y);
+    const float2 s01 = pair_bits_to_float2<T>(s.x), s23 = pair_bits_to_float2<T>(s.y);
+    const float2 z01 = pair_bits_to_float2<T>(z.x), z23 = pair_bits_to_float2<T>(z.y);
     const float sf[4] = {s01.x, s01.y, s23.x, s23.y};
     const float zf[4] = {z01.x, z01.y, z23.x, z23.y};
 #pragma unroll
@@ -193,8 +194,8 @@ __device__ __forceinline__ void accumulate_sparse_column(float (&acc)[R][4], uin
 // Sums the per-lane partials through shared memory and writes y (+ bias) for
 // the block's columns.  Must be entered by every thread after a barrier that
 // ends all reads of `smem` as the x buffer.
-template <int R, int LANES, int BLOCK_COLS>
-__device__ __forceinline__ void reduce_and_store(float *smem, const float (&acc)[R][4], const MatmulProblem &p,
+template <int R, int LANES, int BLOCK_COLS, class T>
+__device__ __forceinline__ void reduce_and_store(float *smem, const float (&acc)[R][4], const TypedProblem<T> &p,
                                                  int lane, int col_thread, int m0, int n0) {
     float *red = smem;  // [lane][r][BLOCK_COLS]
 #pragma unroll
@@ -211,15 +212,15 @@ __device__ __forceinline__ void reduce_and_store(float *smem, const float (&acc)
         const int m = m0 + r;
         const int n = n0 + c;
         if (m < p.M && n < p.N) {
-            if (p.bias != nullptr) sum += __half2float(p.bias[n]);
-            p.y[int64_t(m) * p.ldy + n] = __float2half_rn(sum);
+            if (p.bias != nullptr) sum += Elem<T>::to_float(p.bias[n]);
+            p.y[int64_t(m) * p.ldy + n] = Elem<T>::from_float(sum);
         }
     }
     __syncthreads();  // the next row chunk restages x into the same buffer
 }
 
-template <int R>
-__global__ void __launch_bounds__(kThreads) small_m_dense_kernel(const MatmulProblem p) {
+template <int R, class T>
+__global__ void __launch_bounds__(kThreads) small_m_dense_kernel(const TypedProblem<T> p) {
     __shared__ __align__(16) float smem[R * kChunkK];
     const int col_thread = threadIdx.x % kDenseColThreads;
     const int lane = threadIdx.x / kDenseColThreads;
@@ -260,8 +261,8 @@ __global__ void __launch_bounds__(kThreads) small_m_dense_kernel(const MatmulPro
     }
 }
 
-template <int R>
-__global__ void __launch_bounds__(kThreads) small_m_sparse_kernel(const MatmulProblem p) {
+template <int R, class T>
+__global__ void __launch_bounds__(kThreads) small_m_sparse_kernel(const TypedProblem<T> p) {
     __shared__ __align__(16) float smem[R * kChunkK];
     const int col_thread = threadIdx.x % kSparseColThreads;
     const int lane = threadIdx.x / kSparseColThreads;
@@ -300,18 +301,18 @@ __global__ void __launch_bounds__(kThreads) small_m_sparse_kernel(const MatmulPr
     }
 }
 
-template <int R>
-int4mm_status launch_rows(const MatmulProblem &p, cudaStream_t stream) {
+template <int R, class T>
+int4mm_status launch_rows(const TypedProblem<T> &p, cudaStream_t stream) {
     const bool sparse = p.mask != nullptr;
     const int block_cols = sparse ? kSparseBlockCols : kDenseBlockCols;
     const int64_t row_chunks = (int64_t(p.M) + R - 1) / R;
     // grid.y is capped; the kernels loop over the remaining row chunks.
     const dim3 grid(unsigned((p.N + block_cols - 1) / block_cols), unsigned(std::min<int64_t>(row_chunks, 65535)));
     if (sparse) {
-        small_m_sparse_kernel<R><<<grid, kThreads, 0, stream>>>(p);
+        small_m_sparse_kernel<R, T><<<grid, kThreads, 0, stream>>>(p);
         INT4MM_LAUNCH_CHECK("small_m_sparse_kernel launch");
     } else {
-        small_m_dense_kernel<R><<<grid, kThreads, 0, stream>>>(p);
+        small_m_dense_kernel<R, T><<<grid, kThreads, 0, stream>>>(p);
         INT4MM_LAUNCH_CHECK("small_m_dense_kernel launch");
     }
     return INT4MM_OK;
@@ -323,10 +324,14 @@ int4mm_status launch_matmul_small_m_v1(const MatmulProblem &p, cudaStream_t stre
     // Rows of x per pass: as few as M needs (no wasted FMAs at M = 1, 2), at
     // most 8 (accumulators live in registers); larger M re-reads the weights
     // once per 8 rows (from L2 when they fit).
-    if (p.M == 1) return launch_rows<1>(p, stream);
-    if (p.M == 2) return launch_rows<2>(p, stream);
-    if (p.M <= 4) return launch_rows<4>(p, stream);
-    return launch_rows<8>(p, stream);
+    return with_element_type(p.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const TypedProblem<T> q = typed<T>(p);
+        if (q.M == 1) return launch_rows<1>(q, stream);
+        if (q.M == 2) return launch_rows<2>(q, stream);
+        if (q.M <= 4) return launch_rows<4>(q, stream);
+        return launch_rows<8>(q, stream);
+    });
 }
 
 }  // namespace int4mm

@@ -1,6 +1,6 @@
-// LARGE_M path: tensor-core GEMM (mma.sync m16n8k16, fp16 in, fp32 accumulate),
-// sm_80 and newer.  Weights are dequantized to fp16 in shared memory once per
-// block tile and reused by all BM rows of x.
+// LARGE_M path: tensor-core GEMM (mma.sync m16n8k16, fp16 or bf16 in, fp32
+// accumulate), sm_80 and newer.  Weights are dequantized to the activations'
+// type in shared memory once per block tile and reused by all BM rows of x.
 //
 // Tiling (BM = BN = 128, BK = 32, 8 warps as 2 x 4, warp tile 64 x 32):
 //
@@ -49,9 +49,10 @@ static_assert(BM * BK / 8 == 2 * kThreads, "x tile: two 16-byte cp.async per thr
 static_assert(BN * BK / 8 == 2 * kThreads, "dense weight tile: two words per thread");
 static_assert(BN * 2 == kThreads, "sparse weight tile: two threads per column");
 
+template <class T>
 struct TcSmem {
-    __half a[2][BM * kLds];
-    __half b[2][BN * kLds];
+    T a[2][BM * kLds];
+    T b[2][BN * kLds];
 };  // 40 KiB: static, under the 48 KiB default limit
 
 // ---- PTX wrappers --------------------------------------------------------
@@ -84,18 +85,62 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *smem_s
 }
 
 // c += a (16x16, row-major fragments) * b (16x8, column-major fragments), fp32 accumulate.
+template <class T>
 __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
 }
 
 // ---- weight expansion ----------------------------------------------------
 
+// One dense weight word (8 codes of one column, k order, low nibble first)
+// -> 8 dequantized values (q - z) * s of type T in k order, as one 16-byte
+// value.
+//
+// "Magic exponent" int4 -> T: OR-ing a code into the low mantissa bits of
+// M = 1024.0 (fp16, 0x6400) or 128.0 (bf16, 0x4300), whose ulp is 1, gives
+// exactly M + q, and subtracting M is exact: one LOP per two codes, no I2F.
+// The zero is subtracted separately (NOT folded into the offset): zeros may
+// be non-integral and M + z would round.
+template <class T>
+__device__ __forceinline__ uint4 dequant8(uint32_t w, typename Elem<T>::Pair s2, typename Elem<T>::Pair z2) {
+    using P = typename Elem<T>::Pair;
+    constexpr uint32_t kLow4Each = 0x000F000Fu;
+    constexpr uint32_t kMagic = std::is_same<T, __nv_bfloat16>::value ? 0x43004300u : 0x64006400u;
+    const uint32_t t0 = (w & kLow4Each) | kMagic;          // (q0, q4)
+    const uint32_t t1 = ((w >> 4) & kLow4Each) | kMagic;   // (q1, q5)
+    const uint32_t t2 = ((w >> 8) & kLow4Each) | kMagic;   // (q2, q6)
+    const uint32_t t3 = ((w >> 12) & kLow4Each) | kMagic;  // (q3, q7)
+    // Regroup into k order: low halves of (t0, t1) are (q0, q1), high (q4, q5).
+    const uint32_t pair[4] = {
+        __byte_perm(t0, t1, 0x5410),  // (q0, q1)
+        __byte_perm(t2, t3, 0x5410),  // (q2, q3)
+        __byte_perm(t0, t1, 0x7632),  // (q4, q5)
+        __byte_perm(t2, t3, 0x7632),  // (q6, q7)
+    };
+    const P magic = bits_as<P>(kMagic);
+    uint32_t out[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const P q = __hsub2(bits_as<P>(pair[i]), magic);  // exact
+        out[i] = as_bits(__hmul2(__hsub2(q, z2), s2));
+    }
+    return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
 // Bits 2j and 2j+1 of `keep` -> a mask that keeps (all-ones) or zeroes the
-// low / high half of half2 pair j.  Pruned weights become +0.0 exactly.
+// low / high 16-bit value of pair j.  Pruned weights become +0.0 exactly.
 __device__ __forceinline__ uint32_t keep_mask_pair(uint32_t keep, int j) {
     const uint32_t lo = 0u - ((keep >> (2 * j)) & 1u);
     const uint32_t hi = 0u - ((keep >> (2 * j + 1)) & 1u);
@@ -111,13 +156,15 @@ __device__ __forceinline__ uint4 apply_keep8(uint4 v, uint32_t keep8) {
 }
 
 // Rows [16h, 16h + 16) of one 16:32 block of one column -> 16 halves in k
-// order (out[0]: rows 16h..16h+7, out[1]: the next 8).  Row i's code is nibble
+// order (out[0]: rows 16h..16h+7, out[1]: the next 8) of type T.  Row i's code is nibble
 // p = popcount(mask & ((1 << i) - 1)) of lo | hi << 32.  The codes are first
 // gathered into two dense words so the dense dequantizer does the math, then
 // pruned rows are zeroed.  The shift is taken mod 64, so an invalid mask
 // (popcount != 16) yields garbage values but never undefined behaviour.
-__device__ __forceinline__ void expand_sparse16(uint32_t mask, uint32_t lo, uint32_t hi, int h, __half2 s2,
-                                                __half2 z2, uint4 (&out)[2]) {
+template <class T>
+__device__ __forceinline__ void expand_sparse16(uint32_t mask, uint32_t lo, uint32_t hi, int h,
+                                                typename Elem<T>::Pair s2, typename Elem<T>::Pair z2,
+                                                uint4 (&out)[2]) {
     const uint64_t codes = (uint64_t(hi) << 32) | lo;
     const uint32_t keep16 = h ? (mask >> 16) : (mask & 0xFFFFu);
     const uint32_t p0 = h ? __popc(mask & 0xFFFFu) : 0u;
@@ -128,29 +175,33 @@ __device__ __forceinline__ void expand_sparse16(uint32_t mask, uint32_t lo, uint
         const uint32_t q = uint32_t(codes >> ((4u * p) & 63u)) & 0xFu;
         dense[i / 8] |= q << (4 * (i % 8));
     }
-    out[0] = apply_keep8(dequant8_to_half(dense[0], s2, z2), keep16 & 0xFFu);
-    out[1] = apply_keep8(dequant8_to_half(dense[1], s2, z2), keep16 >> 8);
+    out[0] = apply_keep8(dequant8<T>(dense[0], s2, z2), keep16 & 0xFFu);
+    out[1] = apply_keep8(dequant8<T>(dense[1], s2, z2), keep16 >> 8);
 }
 
 // Raw weight data of one stage held in registers between load and store.
 // Out-of-range entries have word/mask 0 and s = z = 0, so they expand to
 // exact zeros with no extra branch.
+template <class T>
 struct DenseRaw {
     uint32_t word[2];
-    __half2 s[2], z[2];
+    typename Elem<T>::Pair s[2], z[2];
 };
+template <class T>
 struct SparseRaw {
     uint32_t mask, lo, hi;
-    __half2 s, z;
+    typename Elem<T>::Pair s, z;
 };
 
-__device__ __forceinline__ __half2 load_half_bcast(const __half *base, int64_t idx) {
-    return __half2half2(__ldg(base + idx));
+template <class T>
+__device__ __forceinline__ typename Elem<T>::Pair load_bcast(const T *base, int64_t idx) {
+    return Elem<T>::bcast(__ldg(base + idx));
 }
 
 // Dense: thread's word t is (word row kt*4 + tid/128 + 2t, column n0 + tid%128).
-__device__ __forceinline__ DenseRaw load_dense_raw(const MatmulProblem &p, int kt, int n0) {
-    DenseRaw raw;
+template <class T>
+__device__ __forceinline__ DenseRaw<T> load_dense_raw(const TypedProblem<T> &p, int kt, int n0) {
+    DenseRaw<T> raw;
     const int num_words = p.K / 8;
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
@@ -158,49 +209,52 @@ __device__ __forceinline__ DenseRaw load_dense_raw(const MatmulProblem &p, int k
         const int n = n0 + idx % BN;
         const int word = kt * (BK / 8) + idx / BN;
         raw.word[t] = 0u;
-        raw.s[t] = raw.z[t] = __float2half2_rn(0.0f);
+        raw.s[t] = raw.z[t] = Elem<T>::zero_pair();
         if (n < p.N && word < num_words) {
             raw.word[t] = __ldg(p.qweight + int64_t(word) * p.N + n);
             const int64_t gi = int64_t(group_of(word * 8, p.group_size, p.group_shift)) * p.N + n;
-            raw.s[t] = load_half_bcast(p.scales, gi);
-            raw.z[t] = load_half_bcast(p.zeros, gi);
+            raw.s[t] = load_bcast(p.scales, gi);
+            raw.z[t] = load_bcast(p.zeros, gi);
         }
     }
     return raw;
 }
 
-__device__ __forceinline__ void store_dense_tile(__half *bs, const DenseRaw &raw) {
+template <class T>
+__device__ __forceinline__ void store_dense_tile(T *bs, const DenseRaw<T> &raw) {
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
         const int idx = threadIdx.x + t * kThreads;
         const int n = idx % BN;
         const int kw = idx / BN;  // word row within the tile: k = 8*kw .. 8*kw+7
-        *reinterpret_cast<uint4 *>(bs + n * kLds + kw * 8) = dequant8_to_half(raw.word[t], raw.s[t], raw.z[t]);
+        *reinterpret_cast<uint4 *>(bs + n * kLds + kw * 8) = dequant8<T>(raw.word[t], raw.s[t], raw.z[t]);
     }
 }
 
 // Sparse: thread handles column n0 + tid%128, rows 16*(tid/128) .. +15 of block kt.
-__device__ __forceinline__ SparseRaw load_sparse_raw(const MatmulProblem &p, int kt, int n0) {
-    SparseRaw raw;
+template <class T>
+__device__ __forceinline__ SparseRaw<T> load_sparse_raw(const TypedProblem<T> &p, int kt, int n0) {
+    SparseRaw<T> raw;
     raw.mask = raw.lo = raw.hi = 0u;
-    raw.s = raw.z = __float2half2_rn(0.0f);
+    raw.s = raw.z = Elem<T>::zero_pair();
     const int n = n0 + threadIdx.x % BN;
     if (n < p.N && kt < p.K / 32) {
         raw.mask = __ldg(p.mask + int64_t(kt) * p.N + n);
         raw.lo = __ldg(p.qweight + int64_t(2 * kt) * p.N + n);
         raw.hi = __ldg(p.qweight + int64_t(2 * kt + 1) * p.N + n);
         const int64_t gi = int64_t(group_of(kt * 32, p.group_size, p.group_shift)) * p.N + n;
-        raw.s = load_half_bcast(p.scales, gi);
-        raw.z = load_half_bcast(p.zeros, gi);
+        raw.s = load_bcast(p.scales, gi);
+        raw.z = load_bcast(p.zeros, gi);
     }
     return raw;
 }
 
-__device__ __forceinline__ void store_sparse_tile(__half *bs, const SparseRaw &raw) {
+template <class T>
+__device__ __forceinline__ void store_sparse_tile(T *bs, const SparseRaw<T> &raw) {
     const int n = threadIdx.x % BN;
     const int h = threadIdx.x / BN;
     uint4 out[2];
-    expand_sparse16(raw.mask, raw.lo, raw.hi, h, raw.s, raw.z, out);
+    expand_sparse16<T>(raw.mask, raw.lo, raw.hi, h, raw.s, raw.z, out);
     uint4 *dst = reinterpret_cast<uint4 *>(bs + n * kLds + 16 * h);
     dst[0] = out[0];
     dst[1] = out[1];
@@ -209,7 +263,8 @@ __device__ __forceinline__ void store_sparse_tile(__half *bs, const SparseRaw &r
 // ---- x tile --------------------------------------------------------------
 
 // Thread's chunk t: row idx/4, k 8*(idx%4) .. +7 of the tile, idx = tid + 256t.
-__device__ __forceinline__ void load_x_tile_async(__half *as, const MatmulProblem &p, int m0, int kt) {
+template <class T>
+__device__ __forceinline__ void load_x_tile_async(T *as, const TypedProblem<T> &p, int m0, int kt) {
 #pragma unroll
     for (int t = 0; t < 2; ++t) {
         const int idx = threadIdx.x + t * kThreads;
@@ -218,7 +273,7 @@ __device__ __forceinline__ void load_x_tile_async(__half *as, const MatmulProble
         const int m = m0 + row;
         const int k = kt * BK + kc;
         const bool valid = m < p.M && k < p.K;  // K % 8 == 0: whole chunk in or out
-        const __half *src = valid ? p.x + int64_t(m) * p.ldx + k : p.x;
+        const T *src = valid ? p.x + int64_t(m) * p.ldx + k : p.x;
         cp_async16_zfill(as + row * kLds + kc, src, valid);
     }
 }
@@ -226,8 +281,9 @@ __device__ __forceinline__ void load_x_tile_async(__half *as, const MatmulProble
 // ---- math ----------------------------------------------------------------
 
 // One BK-deep step of the warp tile from one stage of shared memory.
-__device__ __forceinline__ void mma_stage(float (&acc)[kMmaTilesM][kMmaTilesN][4], const __half *as,
-                                          const __half *bs, int wm, int wn, int lane) {
+template <class T>
+__device__ __forceinline__ void mma_stage(float (&acc)[kMmaTilesM][kMmaTilesN][4], const T *as,
+                                          const T *bs, int wm, int wn, int lane) {
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk) {
         // B from [n][k]: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15,
@@ -252,15 +308,16 @@ __device__ __forceinline__ void mma_stage(float (&acc)[kMmaTilesM][kMmaTilesN][4
             const int row = wm * kWarpTileM + mt * 16 + (lane & 15);
             ldmatrix_x4(a, as + row * kLds + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
-            for (int nt = 0; nt < kMmaTilesN; ++nt) mma_m16n8k16(acc[mt][nt], a, b[nt]);
+            for (int nt = 0; nt < kMmaTilesN; ++nt) mma_m16n8k16<T>(acc[mt][nt], a, b[nt]);
         }
     }
 }
 
 // Accumulator (mt, nt): c0, c1 at (row lane/4, cols 2*(lane%4) + 0/1), c2, c3
-// eight rows below.  Columns are even and N % 8 == 0, so a half2 store is
+// eight rows below.  Columns are even and N % 8 == 0, so a pair store is
 // either wholly inside N or wholly outside.
-__device__ __forceinline__ void store_output(const float (&acc)[kMmaTilesM][kMmaTilesN][4], const MatmulProblem &p,
+template <class T>
+__device__ __forceinline__ void store_output(const float (&acc)[kMmaTilesM][kMmaTilesN][4], const TypedProblem<T> &p,
                                              int m0, int n0, int wm, int wn, int lane) {
 #pragma unroll
     for (int nt = 0; nt < kMmaTilesN; ++nt) {
@@ -268,7 +325,7 @@ __device__ __forceinline__ void store_output(const float (&acc)[kMmaTilesM][kMma
         if (n >= p.N) continue;
         float b0 = 0.0f, b1 = 0.0f;
         if (p.bias != nullptr) {
-            const float2 bb = __half22float2(*reinterpret_cast<const __half2 *>(p.bias + n));
+            const float2 bb = Elem<T>::pair_to_float2(*reinterpret_cast<const typename Elem<T>::Pair *>(p.bias + n));
             b0 = bb.x;
             b1 = bb.y;
         }
@@ -276,12 +333,12 @@ __device__ __forceinline__ void store_output(const float (&acc)[kMmaTilesM][kMma
         for (int mt = 0; mt < kMmaTilesM; ++mt) {
             const int m = m0 + wm * kWarpTileM + mt * 16 + (lane >> 2);
             if (m < p.M) {
-                *reinterpret_cast<__half2 *>(p.y + int64_t(m) * p.ldy + n) =
-                    __floats2half2_rn(acc[mt][nt][0] + b0, acc[mt][nt][1] + b1);
+                *reinterpret_cast<typename Elem<T>::Pair *>(p.y + int64_t(m) * p.ldy + n) =
+                    Elem<T>::pair_from_floats(acc[mt][nt][0] + b0, acc[mt][nt][1] + b1);
             }
             if (m + 8 < p.M) {
-                *reinterpret_cast<__half2 *>(p.y + int64_t(m + 8) * p.ldy + n) =
-                    __floats2half2_rn(acc[mt][nt][2] + b0, acc[mt][nt][3] + b1);
+                *reinterpret_cast<typename Elem<T>::Pair *>(p.y + int64_t(m + 8) * p.ldy + n) =
+                    Elem<T>::pair_from_floats(acc[mt][nt][2] + b0, acc[mt][nt][3] + b1);
             }
         }
     }
@@ -289,10 +346,10 @@ __device__ __forceinline__ void store_output(const float (&acc)[kMmaTilesM][kMma
 
 // 128 registers x 256 threads: two blocks per SM.  (The explicit
 // __launch_bounds__(256, 2) form made ptxas spill 4 bytes on sm_90a.)
-template <bool SPARSE>
-__global__ void __launch_bounds__(kThreads) tc_matmul_kernel(const MatmulProblem p) {
-    __shared__ __align__(128) TcSmem smem;
-    using Raw = typename std::conditional<SPARSE, SparseRaw, DenseRaw>::type;
+template <bool SPARSE, class T>
+__global__ void __launch_bounds__(kThreads) tc_matmul_kernel(const TypedProblem<T> p) {
+    __shared__ __align__(128) TcSmem<T> smem;
+    using Raw = typename std::conditional<SPARSE, SparseRaw<T>, DenseRaw<T>>::type;
     const int m0 = blockIdx.x * BM;
     const int n0 = blockIdx.y * BN;
     const int warp = threadIdx.x / 32;
@@ -353,14 +410,17 @@ int4mm_status launch_matmul_tc(const MatmulProblem &p, cudaStream_t stream) {
     // the dispatcher).  Neighbouring blocks share one weight tile, so its
     // HBM read is reused from L2 by every M tile that runs at the same time.
     const dim3 grid(unsigned((p.M + BM - 1) / BM), unsigned((p.N + BN - 1) / BN));
-    if (p.mask != nullptr) {
-        tc_matmul_kernel<true><<<grid, kThreads, 0, stream>>>(p);
-        INT4MM_LAUNCH_CHECK("tc_matmul_kernel<sparse> launch");
-    } else {
-        tc_matmul_kernel<false><<<grid, kThreads, 0, stream>>>(p);
-        INT4MM_LAUNCH_CHECK("tc_matmul_kernel<dense> launch");
-    }
-    return INT4MM_OK;
+    return with_element_type(p.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        if (p.mask != nullptr) {
+            tc_matmul_kernel<true, T><<<grid, kThreads, 0, stream>>>(typed<T>(p));
+            INT4MM_LAUNCH_CHECK("tc_matmul_kernel<sparse> launch");
+        } else {
+            tc_matmul_kernel<false, T><<<grid, kThreads, 0, stream>>>(typed<T>(p));
+            INT4MM_LAUNCH_CHECK("tc_matmul_kernel<dense> launch");
+        }
+        return INT4MM_OK;
+    });
 }
 
 }  // namespace int4mm

@@ -10,30 +10,28 @@
 // i.e. row-major y with row stride ldy; bias is a per-row (per weight column)
 // broadcast in the epilogue.
 //
+// Activations, scales, zeros, bias and output are fp16 or bf16 (one type per
+// call, the type the weight was prepared for); the kernels are instantiated
+// once per type (matmul_wgmma_f16.cu, matmul_wgmma_bf16.cu).
+//
 // Prepared form (INT4MM_LAYOUT_SM90_WGMMA), all parts 256-byte aligned:
 //   [0, wbytes)           int4 W^T, signed (q - 8), N*K/2 bytes, reordered so
 //                         the 8 values a thread holds in one m64nXk16 register
 //                         fragment form one 32-bit word, in the value order
 //                         [0,2,4,6,1,3,5,7] (see fragment_ordered_atom()).
-//   [soff, soff + sbytes) fp16 scales [K/G, N] (copied)
-//   [zoff, zoff + sbytes) fp16 zero_c [K/G, N] = -(z - 8) * s  (fp32, rounded once)
+//   [soff, soff + sbytes) scales [K/G, N] (copied), fp16 or bf16
+//   [zoff, zoff + sbytes) zero_c [K/G, N] = -(z - 8) * s  (fp32, rounded once
+//                         to the scales' type)
 // so that W[k, n] = (q - 8) * s + zero_c = (q - z) * s.
 //
 // Every .cu file is compiled for every target of the build; the CUTLASS
 // kernels' bodies are empty (a printf) unless compiled for sm_90a
 // (__CUDA_ARCH_FEAT_SM90_ALL), and the host side refuses to launch them
 // unless the device is 9.0 and the loaded cubin is the sm_90a one.
-#include "matmul_wgmma.cuh"
+#include "matmul_wgmma_gemm.cuh"
 
-#include <cute/tensor.hpp>
-#include <cutlass/cutlass.h>
-#include <cutlass/numeric_types.h>
-#include <cutlass/gemm/dispatch_policy.hpp>
-#include <cutlass/gemm/collective/collective_builder.hpp>
-#include <cutlass/epilogue/collective/collective_builder.hpp>
-#include <cutlass/epilogue/fusion/operations.hpp>
-#include <cutlass/gemm/device/gemm_universal_adapter.h>
-#include <cutlass/gemm/kernel/gemm_universal.hpp>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <mutex>
 
@@ -41,97 +39,12 @@ namespace int4mm {
 namespace wgmma {
 namespace {
 
-using namespace cute;
-
-using MmaT = cutlass::half_t;
-using QuantT = cutlass::int4b_t;
-constexpr int kTileK = 64;  // 128 bytes of fp16 per TMA row: the 128B swizzle
-constexpr size_t kAlign = 256;
-
-// ---------------------------------------------------------------------------
-// Weight layout.  One 16 (n) x 16 (k) block of W^T holds the register A
-// fragment of one warp for one m64nXk16 wgmma: lane t holds rows t/4 and
-// t/4 + 8 and columns 2(t%4) + {0, 1, 8, 9}, 8 values.  The atom maps (n, k)
-// of the block to lane * 8 + position, where the value's position follows the
-// order [0,2,4,6,1,3,5,7] that CUTLASS's int4 -> fp16 converter specialization
-// for that order expects (even values come out of one shift/lop3, odd ones of
-// another).  So each lane reads one 32-bit word per k16 step.
-using ValueOrder = Layout<Shape<_2, _4>, Stride<_4, _1>>;
-
-constexpr auto fragment_ordered_atom() {
-    using Atom = decltype(SM90::GMMA::rs_op_selector<MmaT, MmaT, float, Shape<_64, _16, _32>>());
-    using Traits = MMA_Traits<Atom>;
-    // (thread, value) -> (m, k) of the whole 64 x 16 warpgroup fragment
-    auto tv = typename Traits::ALayout{};
-    constexpr int kVals = decltype(size<1>(tv))::value;  // 8
-    static_assert(kVals == 8, "unexpected register-A fragment");
-    // The first warp's part: lanes 0..31 own rows 0..15.
-    auto tv_warp = make_layout_like(composition(tv, make_shape(Int<32>{}, Int<kVals>{})));
-    // (m, k) in the 16 x 16 block -> lane + 32 * value
-    auto mk_to_tv = right_inverse(tv_warp).with_shape(make_shape(Int<16>{}, Int<16>{}));
-    // lane + 32 * value -> lane * 8 + position(value)
-    auto tv_to_offset = make_layout(make_shape(Int<32>{}, shape(ValueOrder{})),
-                                    make_stride(Int<kVals>{}, stride(ValueOrder{})));
-    return composition(tv_to_offset, mk_to_tv);
-}
-
-using WeightAtom = decltype(fragment_ordered_atom());
-// (N, K, L) -> element offset; blocks tiled column-major over (N/16, K/16).
-using WeightLayout = decltype(tile_to_shape(WeightAtom{}, make_shape(int(0), int(0), int(0))));
-
-WeightLayout weight_layout(int64_t K, int64_t N) {
-    return tile_to_shape(WeightAtom{}, make_shape(int(N), int(K), int(1)));
-}
-
-// ---------------------------------------------------------------------------
-// Kernel configurations.  Problem (CUTLASS terms): M = N_weights, N = rows of x.
-template <int TileN, int TileM, int ClusterN, class Schedule, class EpiSchedule,
-          class Scheduler = void>
-struct Config {
-    using TileShape = Shape<Int<TileN>, Int<TileM>, Int<kTileK>>;
-    using ClusterShape = Shape<Int<ClusterN>, _1, _1>;
-    using Fusion = cutlass::epilogue::fusion::LinCombPerRowBias<MmaT, float, MmaT, MmaT, float>;
-    using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-        cutlass::epilogue::collective::EpilogueTileAuto, float, float,
-        void, cutlass::layout::ColumnMajor, 8,   // no C
-        MmaT, cutlass::layout::ColumnMajor, 8,   // D = y^T, column-major: y row-major
-        EpiSchedule, Fusion>::CollectiveOp;
-    using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-        cute::tuple<QuantT, MmaT, MmaT>, WeightLayout, 32,   // int4 W^T + scale + zero
-        MmaT, cutlass::layout::ColumnMajor, 8,               // x: K-major
-        float, TileShape, ClusterShape,
-        cutlass::gemm::collective::StageCountAutoCarveout<
-            static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-        Schedule>::CollectiveOp;
-    using Kernel =
-        cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
-    using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-};
-
-using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
-using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
-
-using StreamK = cutlass::gemm::StreamKScheduler;
-
-// Measured alternatives that lost everywhere (benchmarks/NOTES.md, "wgmma"):
-// cooperative 128x128, pingpong 64x256 with 2x1 / 4x1 clusters, stream-K
-// with a 2x1 cluster.  They are not built.
-using Cfg0 = Config<64, 256, 1, Ping, PingEpi>;              // M <= 256
-using Cfg1 = Config<128, 256, 1, Coop, CoopEpi>;             // 256 < M <= 512
-using Cfg2 = Config<128, 256, 2, Coop, CoopEpi>;             // M > 512
-using Cfg3 = Config<128, 256, 1, Coop, CoopEpi, StreamK>;    // badly filled last wave
-constexpr int kNumConfigs = 4;
-const char *const kConfigNames[kNumConfigs] = {
-    "pingpong 64(N)x256(M)x64", "coop 128(N)x256(M)x64", "coop 128(N)x256(M)x64 cluster 2x1",
-    "coop 128(N)x256(M)x64 stream-K"};
-
-// Test hooks (benchmarks only): tile raster order and swizzle.
-int g_swizzle = 1;
-int g_raster = 0;  // 0 heuristic, 1 along M (weights), 2 along N (rows of x)
+using detail::kNumConfigs;
+using detail::kTileK;
+using detail::parts;
+using detail::PreparedParts;
+using detail::weight_layout;
+using detail::WeightLayout;
 
 // ---------------------------------------------------------------------------
 // Build probe: its static shared memory differs in the sm_90a cubin, so
@@ -196,21 +109,6 @@ int4mm_status device_usable(int device, bool *usable, int *sm_count) {
     return INT4MM_OK;
 }
 
-struct PreparedParts {
-    size_t wbytes, soff, zoff, total;
-};
-
-PreparedParts parts(int64_t K, int64_t N, int64_t G) {
-    auto up = [](size_t v) { return (v + kAlign - 1) / kAlign * kAlign; };
-    PreparedParts p;
-    p.wbytes = static_cast<size_t>(N) * static_cast<size_t>(K) / 2;
-    size_t sbytes = static_cast<size_t>(K / G) * static_cast<size_t>(N) * 2;
-    p.soff = up(p.wbytes);
-    p.zoff = p.soff + up(sbytes);
-    p.total = p.zoff + up(sbytes);
-    return p;
-}
-
 // ---------------------------------------------------------------------------
 // Conversion kernels (compiled for every target; plain integer/fp code).
 
@@ -234,86 +132,26 @@ __global__ void prepare_weights_kernel(const uint32_t *__restrict__ qweight,
     }
 }
 
-__global__ void prepare_scales_kernel(const __half *__restrict__ scales,
-                                      const __half *__restrict__ zeros, __half *__restrict__ s_out,
-                                      __half *__restrict__ z_out, int64_t count) {
+__device__ __forceinline__ float elem_to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float elem_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T>
+__device__ __forceinline__ T elem_from_float(float v);
+template <>
+__device__ __forceinline__ __half elem_from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 elem_from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <class T>
+__global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__restrict__ zeros,
+                                      T *__restrict__ s_out, T *__restrict__ z_out, int64_t count) {
     int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= count) return;
-    __half s = scales[idx];
-    float z = __half2float(zeros[idx]);
-    // (z - 8) and its product with s are exact in fp32 (11-bit significands):
-    // one rounding, to fp16.
+    const T s = scales[idx];
+    const float z = elem_to_float(zeros[idx]);
+    // (z - 8) and its product with s are exact in fp32 (significands of at
+    // most 11 bits): one rounding, to T.
     s_out[idx] = s;
-    z_out[idx] = __float2half_rn(-(z - 8.0f) * __half2float(s));
-}
-
-// ---------------------------------------------------------------------------
-template <class Cfg>
-int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
-    using Gemm = typename Cfg::Gemm;
-    using Kernel = typename Cfg::Kernel;
-    using Mainloop = typename Cfg::Mainloop;
-
-    const int M = static_cast<int>(a.M), N = static_cast<int>(a.N), K = static_cast<int>(a.K);
-    const int G = static_cast<int>(a.group_size);
-    const int scale_k = K / G;
-    PreparedParts p = parts(a.K, a.N, a.group_size);
-    const char *base = static_cast<const char *>(a.prepared);
-
-    using StrideX = cutlass::detail::TagToStrideB_t<cutlass::layout::ColumnMajor>;
-    StrideX dx = make_stride(static_cast<int64_t>(a.ldx), _1{}, static_cast<int64_t>(a.ldx) * M);
-    typename Mainloop::StrideScale ds =
-        make_stride(_1{}, static_cast<int64_t>(N), static_cast<int64_t>(N) * scale_k);
-    typename Kernel::StrideD dy = make_stride(_1{}, static_cast<int64_t>(a.ldy), static_cast<int64_t>(a.ldy) * M);
-
-    typename Gemm::Arguments args{};
-    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = {N, M, K, 1};
-    args.mainloop = {reinterpret_cast<const QuantT *>(base), weight_layout(a.K, a.N),
-                     static_cast<const MmaT *>(a.x), dx,
-                     reinterpret_cast<const MmaT *>(base + p.soff), ds, G,
-                     reinterpret_cast<const MmaT *>(base + p.zoff)};
-    auto &fusion = args.epilogue.thread;
-    fusion.alpha = 1.0f;
-    fusion.beta = 0.0f;
-    fusion.bias_ptr = static_cast<const MmaT *>(a.bias);
-    args.epilogue.ptr_C = nullptr;
-    args.epilogue.dC = dy;
-    args.epilogue.ptr_D = static_cast<MmaT *>(a.y);
-    args.epilogue.dD = dy;
-    args.hw_info.device_id = a.device;
-    args.hw_info.sm_count = sm_count;
-    using RasterT = decltype(args.scheduler.raster_order);
-    args.scheduler.max_swizzle_size = g_swizzle;
-    args.scheduler.raster_order = static_cast<RasterT>(g_raster);
-
-    if (Gemm::can_implement(args) != cutlass::Status::kSuccess)
-        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): CUTLASS cannot implement M=%d N=%d K=%d G=%d",
-                    M, N, K, G);
-    // Only the stream-K configuration needs a workspace (partial tiles +
-    // flags); it is taken from the stream-ordered pool for the call.
-    size_t ws_bytes = Gemm::get_workspace_size(args);
-    void *ws = nullptr;
-    if (ws_bytes != 0) INT4MM_CUDA_TRY(cudaMallocAsync(&ws, ws_bytes, stream));
-    struct WsFree {
-        void *p; cudaStream_t s;
-        ~WsFree() { if (p) cudaFreeAsync(p, s); }
-    } ws_free{ws, stream};
-    Gemm gemm;
-    cutlass::Status st = gemm.initialize(args, ws, stream);
-    if (st != cutlass::Status::kSuccess) {
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return fail_cuda(e, "matmul (wgmma): initialize");
-        return fail(INT4MM_ERR_CUDA, "matmul (wgmma): initialize failed (%s)", cutlassGetStatusString(st));
-    }
-    st = gemm.run(stream);
-    if (st != cutlass::Status::kSuccess) {
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return fail_cuda(e, "matmul (wgmma): launch");
-        return fail(INT4MM_ERR_CUDA, "matmul (wgmma): launch failed (%s)", cutlassGetStatusString(st));
-    }
-    INT4MM_LAUNCH_CHECK("matmul (wgmma) launch");
-    return INT4MM_OK;
+    z_out[idx] = elem_from_float<T>(-(z - 8.0f) * elem_to_float(s));
 }
 
 // Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma").
@@ -358,8 +196,8 @@ size_t prepared_bytes(int64_t K, int64_t N, int64_t G) {
     return parts(K, N, G).total;
 }
 
-int4mm_status prepare(const int32_t *qweight, const void *scales, const void *zeros, int64_t K,
-                      int64_t N, int64_t G, void *prepared, cudaStream_t stream) {
+int4mm_status prepare(const int32_t *qweight, const void *scales, const void *zeros, int dtype,
+                      int64_t K, int64_t N, int64_t G, void *prepared, cudaStream_t stream) {
     PreparedParts p = parts(K, N, G);
     char *base = static_cast<char *>(prepared);
     INT4MM_CUDA_TRY(cudaMemsetAsync(base, 0, p.wbytes, stream));
@@ -376,27 +214,31 @@ int4mm_status prepare(const int32_t *qweight, const void *scales, const void *ze
         int64_t count = (K / G) * N;
         int threads = 256;
         unsigned blocks = static_cast<unsigned>((count + threads - 1) / threads);
-        prepare_scales_kernel<<<blocks, threads, 0, stream>>>(
-            static_cast<const __half *>(scales), static_cast<const __half *>(zeros),
-            reinterpret_cast<__half *>(base + p.soff), reinterpret_cast<__half *>(base + p.zoff),
-            count);
+        if (dtype == INT4MM_DTYPE_BF16) {
+            prepare_scales_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(
+                static_cast<const __nv_bfloat16 *>(scales), static_cast<const __nv_bfloat16 *>(zeros),
+                reinterpret_cast<__nv_bfloat16 *>(base + p.soff),
+                reinterpret_cast<__nv_bfloat16 *>(base + p.zoff), count);
+        } else {
+            prepare_scales_kernel<__half><<<blocks, threads, 0, stream>>>(
+                static_cast<const __half *>(scales), static_cast<const __half *>(zeros),
+                reinterpret_cast<__half *>(base + p.soff), reinterpret_cast<__half *>(base + p.zoff),
+                count);
+        }
         INT4MM_LAUNCH_CHECK("prepare (wgmma): scales");
     }
     return INT4MM_OK;
 }
 
-int num_configs() { return kNumConfigs; }
-void set_tuning(int swizzle, int raster) {
-    g_swizzle = swizzle;
-    g_raster = raster;
-}
-const char *config_name(int cfg) { return (cfg >= 0 && cfg < kNumConfigs) ? kConfigNames[cfg] : "?"; }
+namespace {
 
 int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg) {
     if (a.prepared == nullptr || a.layout != INT4MM_LAYOUT_SM90_WGMMA)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): needs weights prepared as SM90_WGMMA");
-    if (a.mask != nullptr || a.dtype != INT4MM_DTYPE_FP16)
-        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): dense fp16 only");
+    if (a.mask != nullptr)
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): dense weights only");
+    if (a.dtype != INT4MM_DTYPE_FP16 && a.dtype != INT4MM_DTYPE_BF16)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): dtype %d is neither fp16 nor bf16", a.dtype);
     if (!supported(a.K, a.N, a.group_size))
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): unsupported shape K=%lld N=%lld G=%lld",
                     (long long)a.K, (long long)a.N, (long long)a.group_size);
@@ -414,14 +256,12 @@ int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): device %d is not sm_90 or this build has no sm_90a code",
                     a.device);
     if (cfg < 0) cfg = choose_config(a.M, a.N, sms);
-    switch (cfg) {
-        case 0: return run_config<Cfg0>(a, s, sms);
-        case 1: return run_config<Cfg1>(a, s, sms);
-        case 2: return run_config<Cfg2>(a, s, sms);
-        case 3: return run_config<Cfg3>(a, s, sms);
-        default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
-    }
+    if (cfg >= kNumConfigs) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
+    if (a.dtype == INT4MM_DTYPE_BF16) return detail::run<cutlass::bfloat16_t>(cfg, a, s, sms);
+    return detail::run<cutlass::half_t>(cfg, a, s, sms);
 }
+
+}  // namespace
 
 }  // namespace wgmma
 }  // namespace int4mm

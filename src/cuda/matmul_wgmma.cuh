@@ -27,17 +27,10 @@ bool compiled();
 size_t prepared_bytes(int64_t K, int64_t N, int64_t group_size);
 // Enqueues the conversion raw -> prepared on `stream` (no synchronization).
 // Arguments already validated by the caller (device current).
-int4mm_status prepare(const int32_t *qweight, const void *scales, const void *zeros, int64_t K,
-                      int64_t N, int64_t group_size, void *prepared, cudaStream_t stream);
-
-// Test/benchmark hook: force a tile configuration (-1: automatic choice).
-// Config ids are listed in matmul_wgmma.cu (kNumConfigs of them).
-int num_configs();
-const char *config_name(int cfg);
-int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg);
-// Benchmark hook: scheduler swizzle (1, 2, 4, 8) and raster order (0 heuristic,
-// 1 along the weights' N, 2 along the rows of x).  Not thread-safe.
-void set_tuning(int swizzle, int raster);
+// scales and zeros are INT4MM_DTYPE_FP16 or _BF16 (`dtype`); the prepared form
+// keeps that type and serves only calls whose activations have it.
+int4mm_status prepare(const int32_t *qweight, const void *scales, const void *zeros, int dtype,
+                      int64_t K, int64_t N, int64_t group_size, void *prepared, cudaStream_t stream);
 
 }  // namespace wgmma
 }  // namespace int4mm

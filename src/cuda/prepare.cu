@@ -71,7 +71,7 @@ extern "C" int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N
 }
 
 extern "C" int4mm_status int4mm_prepare(int layout, const int32_t *qweight, const int32_t *mask,
-                                        const void *scales, const void *zeros, int64_t K,
+                                        const void *scales, const void *zeros, int dtype, int64_t K,
                                         int64_t N, int64_t group_size, void *prepared,
                                         size_t bytes, int device, uintptr_t stream) {
     using namespace int4mm;
@@ -84,6 +84,10 @@ extern "C" int4mm_status int4mm_prepare(int layout, const int32_t *qweight, cons
         return fail(INT4MM_ERR_UNSUPPORTED, "prepare: prepared layouts are for dense weights only");
     if (qweight == nullptr || scales == nullptr || zeros == nullptr || prepared == nullptr)
         return fail(INT4MM_ERR_INVALID_ARGUMENT, "prepare: NULL pointer");
+    if (dtype != INT4MM_DTYPE_FP16 && dtype != INT4MM_DTYPE_BF16)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT,
+                    "prepare: dtype must be INT4MM_DTYPE_FP16 (%d) or INT4MM_DTYPE_BF16 (%d), got %d",
+                    INT4MM_DTYPE_FP16, INT4MM_DTYPE_BF16, dtype);
     if ((layout & INT4MM_LAYOUT_SMALL_M_TILED) && !tiled_applies(K, N, group_size))
         return fail(INT4MM_ERR_UNSUPPORTED,
                     "prepare: SMALL_M_TILED needs K and group_size multiples of 32 (K=%lld G=%lld)",
@@ -112,7 +116,7 @@ extern "C" int4mm_status int4mm_prepare(int layout, const int32_t *qweight, cons
         if (!wgmma::compiled())
             return fail(INT4MM_ERR_UNSUPPORTED,
                         "prepare: device %d is not sm_90 or this build has no sm_90a code", device);
-        st = wgmma::prepare(qweight, scales, zeros, K, N, group_size, base + sec.wgmma_offset, s);
+        st = wgmma::prepare(qweight, scales, zeros, dtype, K, N, group_size, base + sec.wgmma_offset, s);
     }
     return st;
 }

@@ -1,4 +1,4 @@
-// Round-to-nearest (RTN) asymmetric 4-bit quantization of an fp16 weight
+// Round-to-nearest (RTN) asymmetric 4-bit quantization of an fp16 or bf16 weight
 // W [K, N] straight into the packed formats of shared/FORMATS.md, and the
 // optional magnitude-based 16:32 pruning in front of it.
 //
@@ -19,10 +19,11 @@
 // a result:
 //   lo = min(0, min_k w), hi = max(0, max_k w)        (over kept rows if sparse)
 //   if lo == hi: lo = -1, hi = 1                      (an all-zero group)
-//   scale = fp16_rn((hi - lo) / 15)                   (0 -> smallest subnormal)
+//   scale = dtype_rn((hi - lo) / 15)                  (0 -> smallest subnormal)
 //   zero  = clamp(rint(-lo / scale), 0, 15)           (rint: half to even)
 //   code  = clamp(rint(w / scale) + zero, 0, 15)
-// with scale taken back to fp32 from its fp16 value, so dequantization
+// (dtype: the weight's, fp16 or bf16; scales and zeros are written in it)
+// with scale taken back to fp32 from its rounded value, so dequantization
 // (code - zero) * scale uses exactly the numbers the codes were chosen with.
 // Including 0 in [lo, hi] (as GPTQ's quantizer does) keeps zero inside 0..15
 // without clamping, and represents 0 exactly.
@@ -34,6 +35,7 @@
 //
 // A non-finite weight is refused (INT4MM_ERR_BAD_DATA, nothing written) by a
 // first pass, as the pack entry points do.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -62,12 +64,23 @@ __device__ __forceinline__ int64_t grid_stride() {
     return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
-// Strided read of one fp16 weight as fp32 (exact).
+// 16-bit value of `dtype` (fp16 or bf16) <-> fp32.  Widening is exact.
+__device__ __forceinline__ float bits_to_float(uint16_t b, int dtype) {
+    return dtype == INT4MM_DTYPE_BF16 ? __bfloat162float(__ushort_as_bfloat16(b))
+                                      : __half2float(__ushort_as_half(b));
+}
+__device__ __forceinline__ uint16_t float_to_bits_rn(float v, int dtype) {
+    return dtype == INT4MM_DTYPE_BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v))
+                                      : __half_as_ushort(__float2half_rn(v));
+}
+
+// Strided read of one fp16 / bf16 weight as fp32 (exact).
 struct WeightView {
-    const __half *w;
+    const uint16_t *w;
     int64_t sk, sn;
+    int dtype;
     __device__ __forceinline__ float at(int64_t k, int64_t n) const {
-        return __half2float(w[k * sk + n * sn]);
+        return bits_to_float(w[k * sk + n * sn], dtype);
     }
 };
 
@@ -85,15 +98,16 @@ __global__ void find_nonfinite(WeightView W, int64_t K, int64_t N,
 }
 
 // The scale and zero of a group with range [lo, hi] (lo <= 0 <= hi), as above.
-__device__ __forceinline__ void scale_zero(float lo, float hi, float *scale, float *zero,
-                                           __half *scale16) {
+// The scale is rounded to the weight's dtype; *scale16 receives its bits.
+__device__ __forceinline__ void scale_zero(float lo, float hi, int dtype, float *scale, float *zero,
+                                           uint16_t *scale16) {
     if (lo == hi) {
         lo = -1.0f;
         hi = 1.0f;
     }
-    __half s16 = __float2half_rn(__fdiv_rn(__fsub_rn(hi, lo), 15.0f));
-    if (__half2float(s16) == 0.0f) s16 = __ushort_as_half(static_cast<unsigned short>(1));
-    const float s = __half2float(s16);
+    uint16_t s16 = float_to_bits_rn(__fdiv_rn(__fsub_rn(hi, lo), 15.0f), dtype);
+    if (bits_to_float(s16, dtype) == 0.0f) s16 = 1;  // smallest positive subnormal
+    const float s = bits_to_float(s16, dtype);
     *scale16 = s16;
     *scale = s;
     // + 0: a -0 (from lo == -0) becomes +0, so zeros hold no negative zero.
@@ -107,8 +121,8 @@ __device__ __forceinline__ uint32_t code_of(float w, float scale, float zero) {
 
 // Dense: one thread per (group, column) writes G/8 qweight words.
 __global__ void quantize_dense_kernel(WeightView W, int64_t K, int64_t N, int64_t G,
-                                      int32_t *__restrict__ qweight, __half *__restrict__ scales,
-                                      __half *__restrict__ zeros) {
+                                      int32_t *__restrict__ qweight, uint16_t *__restrict__ scales,
+                                      uint16_t *__restrict__ zeros) {
     const int64_t work = (K / G) * N;
     for (int64_t t = first_index(); t < work; t += grid_stride()) {
         const int64_t g = t / N, n = t - g * N;
@@ -120,10 +134,10 @@ __global__ void quantize_dense_kernel(WeightView W, int64_t K, int64_t N, int64_
             hi = fmaxf(hi, w);
         }
         float scale, zero;
-        __half s16;
-        scale_zero(lo, hi, &scale, &zero, &s16);
+        uint16_t s16;
+        scale_zero(lo, hi, W.dtype, &scale, &zero, &s16);
         scales[t] = s16;
-        zeros[t] = __float2half_rn(zero);  // an integer in 0..15: exact
+        zeros[t] = float_to_bits_rn(zero, W.dtype);  // an integer in 0..15: exact
         for (int64_t k = k0; k < k0 + G; k += 8) {
             uint32_t word = 0;
 #pragma unroll
@@ -154,7 +168,7 @@ __device__ uint32_t keep_bits(WeightView W, int64_t k0, int64_t n) {
 // reads its own masks back and packs the kept codes.
 __global__ void quantize_sparse_kernel(WeightView W, int64_t K, int64_t N, int64_t G,
                                        int32_t *__restrict__ qweight, int32_t *__restrict__ mask,
-                                       __half *__restrict__ scales, __half *__restrict__ zeros) {
+                                       uint16_t *__restrict__ scales, uint16_t *__restrict__ zeros) {
     const int64_t work = (K / G) * N;
     for (int64_t t = first_index(); t < work; t += grid_stride()) {
         const int64_t g = t / N, n = t - g * N;
@@ -172,10 +186,10 @@ __global__ void quantize_sparse_kernel(WeightView W, int64_t K, int64_t N, int64
             }
         }
         float scale, zero;
-        __half s16;
-        scale_zero(lo, hi, &scale, &zero, &s16);
+        uint16_t s16;
+        scale_zero(lo, hi, W.dtype, &scale, &zero, &s16);
         scales[t] = s16;
-        zeros[t] = __float2half_rn(zero);
+        zeros[t] = float_to_bits_rn(zero, W.dtype);
         for (int64_t kb = k0; kb < k0 + G; kb += 32) {
             const int64_t b = kb / 32;
             const uint32_t bits = static_cast<uint32_t>(mask[b * N + n]);
@@ -212,8 +226,8 @@ extern "C" int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_
     int4mm::clear_error();
     if (bad_k) *bad_k = -1;
     if (bad_n) *bad_n = -1;
-    if (dtype != INT4MM_DTYPE_FP16)
-        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not supported (fp16 only)",
+    if (dtype != INT4MM_DTYPE_FP16 && dtype != INT4MM_DTYPE_BF16)
+        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: dtype %d is not supported (fp16 or bf16)",
                             fn, dtype);
     const int64_t unit = sparse ? 32 : 8;
     if (K < 0 || N < 0 || group_size <= 0 || K % group_size != 0 || group_size % unit != 0)
@@ -234,7 +248,7 @@ extern "C" int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_
     int4mm::DeviceGuard guard;
     if (int4mm_status s = guard.enter(device)) return s;
     cudaStream_t st = int4mm::as_stream(stream);
-    const WeightView W{static_cast<const __half *>(weight), stride_k, stride_n};
+    const WeightView W{static_cast<const uint16_t *>(weight), stride_k, stride_n, dtype};
 
     // Pass 0: refuse Inf/NaN before writing anything (synchronizes the stream).
     unsigned long long *verdict = nullptr;
@@ -260,12 +274,12 @@ extern "C" int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_
     const int64_t work = (K / group_size) * N;
     if (sparse) {
         quantize_sparse_kernel<<<grid_for(work), kThreads, 0, st>>>(
-            W, K, N, group_size, qweight, mask, static_cast<__half *>(scales),
-            static_cast<__half *>(zeros));
+            W, K, N, group_size, qweight, mask, static_cast<uint16_t *>(scales),
+            static_cast<uint16_t *>(zeros));
     } else {
         quantize_dense_kernel<<<grid_for(work), kThreads, 0, st>>>(
-            W, K, N, group_size, qweight, static_cast<__half *>(scales),
-            static_cast<__half *>(zeros));
+            W, K, N, group_size, qweight, static_cast<uint16_t *>(scales),
+            static_cast<uint16_t *>(zeros));
     }
     INT4MM_LAUNCH_CHECK("quantize kernel launch");
     return INT4MM_OK;

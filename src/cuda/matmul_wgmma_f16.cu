@@ -1,0 +1,17 @@
+// The wgmma kernels with fp16 activations (see matmul_wgmma.cu).  One
+// element type per file: the CUTLASS instantiations are the slowest part of
+// the build and compile in parallel this way.
+#include "matmul_wgmma_gemm.cuh"
+
+namespace int4mm {
+namespace wgmma {
+namespace detail {
+
+template <>
+int4mm_status run<cutlass::half_t>(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
+    return run_impl<cutlass::half_t>(cfg, a, stream, sm_count);
+}
+
+}  // namespace detail
+}  // namespace wgmma
+}  // namespace int4mm

@@ -1,0 +1,221 @@
+// Internal to the wgmma path: the prepared weight layout, the CUTLASS kernel
+// configurations and their launcher, shared by matmul_wgmma.cu (layout,
+// prepare, dispatch) and the per-element-type instantiation files
+// matmul_wgmma_f16.cu / matmul_wgmma_bf16.cu (split so that the two heavy
+// CUTLASS instantiations compile in parallel).  See matmul_wgmma.cu for the
+// computation and the prepared form.
+#ifndef INT4MM_MATMUL_WGMMA_GEMM_CUH_
+#define INT4MM_MATMUL_WGMMA_GEMM_CUH_
+
+#include "matmul_wgmma.cuh"
+
+#include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
+#include <cutlass/numeric_types.h>
+#include <cutlass/gemm/dispatch_policy.hpp>
+#include <cutlass/gemm/collective/collective_builder.hpp>
+#include <cutlass/epilogue/collective/collective_builder.hpp>
+#include <cutlass/epilogue/fusion/operations.hpp>
+#include <cutlass/gemm/device/gemm_universal_adapter.h>
+#include <cutlass/gemm/kernel/gemm_universal.hpp>
+
+#include <type_traits>
+
+namespace int4mm {
+namespace wgmma {
+namespace detail {
+
+using namespace cute;
+
+using QuantT = cutlass::int4b_t;
+constexpr int kTileK = 64;  // 128 bytes of fp16 per TMA row: the 128B swizzle
+constexpr size_t kAlign = 256;
+
+// ---------------------------------------------------------------------------
+// Weight layout.  One 16 (n) x 16 (k) block of W^T holds the register A
+// fragment of one warp for one m64nXk16 wgmma: lane t holds rows t/4 and
+// t/4 + 8 and columns 2(t%4) + {0, 1, 8, 9}, 8 values.  The atom maps (n, k)
+// of the block to lane * 8 + position, where the value's position follows the
+// order [0,2,4,6,1,3,5,7] that CUTLASS's int4 -> fp16 converter specialization
+// for that order expects (even values come out of one shift/lop3, odd ones of
+// another).  So each lane reads one 32-bit word per k16 step.
+using ValueOrder = Layout<Shape<_2, _4>, Stride<_4, _1>>;
+
+template <class MmaT>
+constexpr auto fragment_ordered_atom() {
+    using Atom = decltype(SM90::GMMA::rs_op_selector<MmaT, MmaT, float, Shape<_64, _16, _32>>());
+    using Traits = MMA_Traits<Atom>;
+    // (thread, value) -> (m, k) of the whole 64 x 16 warpgroup fragment
+    auto tv = typename Traits::ALayout{};
+    constexpr int kVals = decltype(size<1>(tv))::value;  // 8
+    static_assert(kVals == 8, "unexpected register-A fragment");
+    // The first warp's part: lanes 0..31 own rows 0..15.
+    auto tv_warp = make_layout_like(composition(tv, make_shape(Int<32>{}, Int<kVals>{})));
+    // (m, k) in the 16 x 16 block -> lane + 32 * value
+    auto mk_to_tv = right_inverse(tv_warp).with_shape(make_shape(Int<16>{}, Int<16>{}));
+    // lane + 32 * value -> lane * 8 + position(value)
+    auto tv_to_offset = make_layout(make_shape(Int<32>{}, shape(ValueOrder{})),
+                                    make_stride(Int<kVals>{}, stride(ValueOrder{})));
+    return composition(tv_to_offset, mk_to_tv);
+}
+
+// fp16 and bf16 register fragments are laid out alike, so one prepared weight
+// layout serves both element types.
+using WeightAtom = decltype(fragment_ordered_atom<cutlass::half_t>());
+static_assert(std::is_same<WeightAtom, decltype(fragment_ordered_atom<cutlass::bfloat16_t>())>::value,
+              "fp16 and bf16 A fragments differ");
+// (N, K, L) -> element offset; blocks tiled column-major over (N/16, K/16).
+using WeightLayout = decltype(tile_to_shape(WeightAtom{}, make_shape(int(0), int(0), int(0))));
+
+inline WeightLayout weight_layout(int64_t K, int64_t N) {
+    return tile_to_shape(WeightAtom{}, make_shape(int(N), int(K), int(1)));
+}
+
+struct PreparedParts {
+    size_t wbytes, soff, zoff, total;
+};
+
+inline PreparedParts parts(int64_t K, int64_t N, int64_t G) {
+    auto up = [](size_t v) { return (v + kAlign - 1) / kAlign * kAlign; };
+    PreparedParts p;
+    p.wbytes = static_cast<size_t>(N) * static_cast<size_t>(K) / 2;
+    size_t sbytes = static_cast<size_t>(K / G) * static_cast<size_t>(N) * 2;
+    p.soff = up(p.wbytes);
+    p.zoff = p.soff + up(sbytes);
+    p.total = p.zoff + up(sbytes);
+    return p;
+}
+
+
+// ---------------------------------------------------------------------------
+// Kernel configurations.  Problem (CUTLASS terms): M = N_weights, N = rows of x.
+template <class MmaT, int TileN, int TileM, int ClusterN, class Schedule, class EpiSchedule,
+          class Scheduler = void>
+struct Config {
+    using TileShape = Shape<Int<TileN>, Int<TileM>, Int<kTileK>>;
+    using ClusterShape = Shape<Int<ClusterN>, _1, _1>;
+    using Fusion = cutlass::epilogue::fusion::LinCombPerRowBias<MmaT, float, MmaT, MmaT, float>;
+    using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+        cutlass::epilogue::collective::EpilogueTileAuto, float, float,
+        void, cutlass::layout::ColumnMajor, 8,   // no C
+        MmaT, cutlass::layout::ColumnMajor, 8,   // D = y^T, column-major: y row-major
+        EpiSchedule, Fusion>::CollectiveOp;
+    using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+        cute::tuple<QuantT, MmaT, MmaT>, WeightLayout, 32,   // int4 W^T + scale + zero
+        MmaT, cutlass::layout::ColumnMajor, 8,               // x: K-major
+        float, TileShape, ClusterShape,
+        cutlass::gemm::collective::StageCountAutoCarveout<
+            static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+        Schedule>::CollectiveOp;
+    using Kernel =
+        cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
+    using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
+using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
+
+using StreamK = cutlass::gemm::StreamKScheduler;
+
+// Measured alternatives that lost everywhere (benchmarks/NOTES.md, "wgmma"):
+// cooperative 128x128, pingpong 64x256 with 2x1 / 4x1 clusters, stream-K
+// with a 2x1 cluster.  They are not built.
+template <class MmaT> using Cfg0 = Config<MmaT, 64, 256, 1, Ping, PingEpi>;            // M <= 256
+template <class MmaT> using Cfg1 = Config<MmaT, 128, 256, 1, Coop, CoopEpi>;           // 256 < M <= 512
+template <class MmaT> using Cfg2 = Config<MmaT, 128, 256, 2, Coop, CoopEpi>;           // M > 512
+template <class MmaT> using Cfg3 = Config<MmaT, 128, 256, 1, Coop, CoopEpi, StreamK>;  // badly filled last wave
+constexpr int kNumConfigs = 4;
+
+template <class MmaT, class Cfg>
+int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
+    using Gemm = typename Cfg::Gemm;
+    using Kernel = typename Cfg::Kernel;
+    using Mainloop = typename Cfg::Mainloop;
+
+    const int M = static_cast<int>(a.M), N = static_cast<int>(a.N), K = static_cast<int>(a.K);
+    const int G = static_cast<int>(a.group_size);
+    const int scale_k = K / G;
+    PreparedParts p = parts(a.K, a.N, a.group_size);
+    const char *base = static_cast<const char *>(a.prepared);
+
+    using StrideX = cutlass::detail::TagToStrideB_t<cutlass::layout::ColumnMajor>;
+    StrideX dx = make_stride(static_cast<int64_t>(a.ldx), _1{}, static_cast<int64_t>(a.ldx) * M);
+    typename Mainloop::StrideScale ds =
+        make_stride(_1{}, static_cast<int64_t>(N), static_cast<int64_t>(N) * scale_k);
+    typename Kernel::StrideD dy = make_stride(_1{}, static_cast<int64_t>(a.ldy), static_cast<int64_t>(a.ldy) * M);
+
+    typename Gemm::Arguments args{};
+    args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
+    args.problem_shape = {N, M, K, 1};
+    args.mainloop = {reinterpret_cast<const QuantT *>(base), weight_layout(a.K, a.N),
+                     static_cast<const MmaT *>(a.x), dx,
+                     reinterpret_cast<const MmaT *>(base + p.soff), ds, G,
+                     reinterpret_cast<const MmaT *>(base + p.zoff)};
+    auto &fusion = args.epilogue.thread;
+    fusion.alpha = 1.0f;
+    fusion.beta = 0.0f;
+    fusion.bias_ptr = static_cast<const MmaT *>(a.bias);
+    args.epilogue.ptr_C = nullptr;
+    args.epilogue.dC = dy;
+    args.epilogue.ptr_D = static_cast<MmaT *>(a.y);
+    args.epilogue.dD = dy;
+    args.hw_info.device_id = a.device;
+    args.hw_info.sm_count = sm_count;
+    args.scheduler.max_swizzle_size = 1;  // measured best (benchmarks/NOTES.md, "wgmma")
+
+    if (Gemm::can_implement(args) != cutlass::Status::kSuccess)
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): CUTLASS cannot implement M=%d N=%d K=%d G=%d",
+                    M, N, K, G);
+    // Only the stream-K configuration needs a workspace (partial tiles +
+    // flags); it is taken from the stream-ordered pool for the call.
+    size_t ws_bytes = Gemm::get_workspace_size(args);
+    void *ws = nullptr;
+    if (ws_bytes != 0) INT4MM_CUDA_TRY(cudaMallocAsync(&ws, ws_bytes, stream));
+    struct WsFree {
+        void *p; cudaStream_t s;
+        ~WsFree() { if (p) cudaFreeAsync(p, s); }
+    } ws_free{ws, stream};
+    Gemm gemm;
+    cutlass::Status st = gemm.initialize(args, ws, stream);
+    if (st != cutlass::Status::kSuccess) {
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return fail_cuda(e, "matmul (wgmma): initialize");
+        return fail(INT4MM_ERR_CUDA, "matmul (wgmma): initialize failed (%s)", cutlassGetStatusString(st));
+    }
+    st = gemm.run(stream);
+    if (st != cutlass::Status::kSuccess) {
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return fail_cuda(e, "matmul (wgmma): launch");
+        return fail(INT4MM_ERR_CUDA, "matmul (wgmma): launch failed (%s)", cutlassGetStatusString(st));
+    }
+    INT4MM_LAUNCH_CHECK("matmul (wgmma) launch");
+    return INT4MM_OK;
+}
+
+// Runs configuration `cfg` (0 .. kNumConfigs - 1) with activations of type
+// MmaT (cutlass::half_t or cutlass::bfloat16_t); defined in
+// matmul_wgmma_f16.cu and matmul_wgmma_bf16.cu.
+template <class MmaT>
+int4mm_status run(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count);
+
+// The definition both instantiation files use.
+template <class MmaT>
+int4mm_status run_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
+    switch (cfg) {
+        case 0: return run_config<MmaT, Cfg0<MmaT>>(a, stream, sm_count);
+        case 1: return run_config<MmaT, Cfg1<MmaT>>(a, stream, sm_count);
+        case 2: return run_config<MmaT, Cfg2<MmaT>>(a, stream, sm_count);
+        case 3: return run_config<MmaT, Cfg3<MmaT>>(a, stream, sm_count);
+        default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
+    }
+}
+
+}  // namespace detail
+}  // namespace wgmma
+}  // namespace int4mm
+
+#endif  // INT4MM_MATMUL_WGMMA_GEMM_CUH_
