@@ -1,7 +1,7 @@
 """int4mm: fp16 activations x 4-bit quantized weights on NVIDIA tensor cores.
 
-Works with any array exposing ``__cuda_array_interface__`` (PyTorch, CuPy,
-Numba, JAX); the core has no torch dependency.  See ``int4mm.reference`` for
+Works with any array exposing ``__cuda_array_interface__`` or DLPack (PyTorch,
+CuPy, Numba, JAX); the core has no torch dependency.  See ``int4mm.reference`` for
 the exact formats (numpy oracle) and ``python -m int4mm info`` for the build.
 """
 

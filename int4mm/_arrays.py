@@ -1,5 +1,5 @@
-"""Array plumbing for the public API: reading CUDA array interfaces through
-the bridge, argument checks with messages that name the argument, choosing the
+"""Array plumbing for the public API: reading CUDA array interfaces (or DLPack)
+through the bridge, argument checks with messages that name the argument, choosing the
 launch stream, and allocating results with the caller's own library.
 
 Nothing here does pointer arithmetic or knows about kernels.
@@ -17,13 +17,14 @@ FP16 = "<f2"
 INT32 = "<i4"
 UINT8 = "|u1"
 BOOL = "|b1"
-# bfloat16 has no array-interface type string; the bridge names arrays that
-# arrive through DLPack with this token.
+# bfloat16 has no CAI type string; the bridge reports it (read through DLPack)
+# with this token, which no CAI typestr can equal (those start with "<>|=").
 BF16 = "bfloat16"
 #: The activation / scale dtypes.
 FLOATS = (FP16, BF16)
 
-_DTYPE_NAMES = {FP16: "float16", INT32: "int32", UINT8: "uint8", BOOL: "bool", BF16: "bfloat16"}
+_DTYPE_NAMES = {FP16: "float16", INT32: "int32", UINT8: "uint8", BOOL: "bool",
+                BF16: "bfloat16"}
 
 
 def native():
@@ -51,7 +52,8 @@ def dtype_name(typestr: str) -> str:
 
 
 def view(obj, name: str):
-    """Parse ``obj.__cuda_array_interface__`` (through the bridge)."""
+    """Parse ``obj.__cuda_array_interface__``, or import ``obj`` through DLPack
+    when it has no usable one (through the bridge)."""
     return native().view(obj, name)
 
 
@@ -196,20 +198,31 @@ def _library_of(obj):
     return None
 
 
+def _no_bf16(lib: str):
+    return Int4mmTypeError(
+        f"cannot allocate a bfloat16 array with {lib}: {lib} has no bfloat16 dtype. "
+        "Pass torch or JAX arrays for bfloat16 data, or an out= array of your own."
+    )
+
+
 def empty(like, shape, typestr: str, device: int, stream: int):
     """Allocate an uninitialized device array with ``like``'s own library.
 
     torch -> torch.Tensor, CuPy -> cupy.ndarray, Numba -> DeviceNDArray,
-    anything else -> int4mm's own :class:`DeviceArray` (CAI + DLPack).
+    anything else -> int4mm's own :class:`DeviceArray` (CAI + DLPack; a
+    bfloat16 one has DLPack only).  CuPy and Numba have no bfloat16: asking
+    them for ``BF16`` raises Int4mmTypeError.
     """
     shape = tuple(int(s) for s in shape)
     lib = _library_of(like)
     if lib == "torch":
         import torch
 
-        dt = {FP16: torch.float16, BF16: torch.bfloat16, INT32: torch.int32,
-              UINT8: torch.uint8}[typestr]
+        dt = {FP16: torch.float16, INT32: torch.int32, UINT8: torch.uint8,
+              BF16: torch.bfloat16}[typestr]
         return torch.empty(shape, dtype=dt, device=f"cuda:{device}")
+    if lib in ("cupy", "numba") and typestr == BF16:
+        raise _no_bf16("CuPy" if lib == "cupy" else "Numba")
     if lib == "cupy":
         import cupy
 
@@ -235,9 +248,12 @@ def scratch(like, shape, typestr: str, device: int, stream: int):
     torch: from the caching allocator, marked as used on ``stream``
     (``record_stream``) when that is not torch's current stream; CuPy: from
     the memory pool of ``stream``; otherwise a cudaMalloc'ed array (whose
-    cudaFree waits for the device).
+    cudaFree waits for the device).  bfloat16 with CuPy or Numba raises
+    Int4mmTypeError, as in :func:`empty`.
     """
     lib = _library_of(like)
+    if lib in ("cupy", "numba") and typestr == BF16:
+        raise _no_bf16("CuPy" if lib == "cupy" else "Numba")
     if lib == "torch":
         import torch
 

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Cython bridge between the int4mm Python layer and the C ABI (src/cuda/int4mm.h).
 
-This module parses ``__cuda_array_interface__`` dicts into :class:`ArrayView`,
+This module parses ``__cuda_array_interface__`` dicts (or, for objects without
+one, legacy DLPack capsules) into :class:`ArrayView`,
 makes one C call per operation with the GIL released, and turns C status codes
 into the typed exceptions of :mod:`int4mm.errors` (all in :func:`_raise_status`).
 It chooses no kernels and no tile sizes; the Python layer validates shapes and
@@ -18,6 +19,7 @@ from libc.string cimport memset
 from int4mm_c cimport (
     int4mm_cast,
     DLManagedTensor,
+    DLTensor,
     INT4MM_ERR_BAD_DATA,
     INT4MM_ERR_CUDA,
     INT4MM_ERR_INVALID_ARGUMENT,
@@ -65,8 +67,12 @@ from int4mm_c cimport (
     int4mm_unpack_dense,
     int4mm_unpack_sparse,
     int4mm_validate_sparse_mask,
+    kDLBfloat,
     kDLBool,
+    kDLCPU,
     kDLCUDA,
+    kDLCUDAHost,
+    kDLCUDAManaged,
     kDLFloat,
     kDLInt,
     kDLUInt,
@@ -178,20 +184,67 @@ cdef str _type_name(object obj):
     return f"{module}.{cls.__qualname__}"
 
 
-cdef object _not_cuda_array(object obj, str name, object exc):
-    msg = (f"{name}: expected an object exposing __cuda_array_interface__ "
+cdef object _not_cuda_array(object obj, str name, object exc, object dl_exc=None):
+    msg = (f"{name}: expected an object exposing __cuda_array_interface__ or __dlpack__ "
            f"(a torch/CuPy/Numba/JAX CUDA array), got {_type_name(obj)}")
     if exc is not None:
         msg += f" (its __cuda_array_interface__ raised {type(exc).__name__}: {exc})"
+    if dl_exc is not None:
+        msg += f" (its __dlpack__() raised {type(dl_exc).__name__}: {dl_exc})"
     return Int4mmTypeError(msg)
 
 
+#: The typestr of bfloat16 data.  Never produced by a CAI typestr (those start
+#: with one of "<>|="): bfloat16 arrays come in through DLPack only.
+BF16_TYPESTR = "bfloat16"
+
+# DLPack (code, bits) -> the typestr the bridge normalizes to.
+cdef dict _DL_TYPESTRS = {
+    (kDLFloat, 16): "<f2", (kDLFloat, 32): "<f4", (kDLInt, 32): "<i4", (kDLInt, 64): "<i8",
+    (kDLUInt, 8): "|u1", (kDLBool, 8): "|b1", (kDLBfloat, 16): BF16_TYPESTR,
+}
+
+cdef dict _DL_CODE_NAMES = {
+    kDLInt: "int", kDLUInt: "uint", kDLFloat: "float", 3: "opaque_handle",
+    kDLBfloat: "bfloat", 5: "complex", kDLBool: "bool",
+}
+
+cdef dict _DL_DEVICE_NAMES = {
+    kDLCPU: "kDLCPU", kDLCUDA: "kDLCUDA", kDLCUDAHost: "kDLCUDAHost", 4: "kDLOpenCL",
+    7: "kDLVulkan", 8: "kDLMetal", 9: "kDLVPI", 10: "kDLROCM", 11: "kDLROCMHost",
+    12: "kDLExtDev", kDLCUDAManaged: "kDLCUDAManaged", 14: "kDLOneAPI", 15: "kDLWebGPU",
+    16: "kDLHexagon", 17: "kDLMAIA",
+}
+
+
+cdef str _dl_dtype_text(int code, int bits, int lanes):
+    """'float64', 'complex64', 'code 9 (8 bits)'; 'x4' appended for lanes != 1."""
+    base = _DL_CODE_NAMES.get(code)
+    text = f"{base}{bits}" if base is not None else f"code {code} ({bits} bits)"
+    if lanes != 1:
+        text += f"x{lanes}"
+    return text
+
+
+cdef object _NO_CAI = object()  # view(): the object has no usable CAI
+
+
+cdef inline bint _has_dlpack(object obj):
+    try:
+        return hasattr(obj, "__dlpack__")
+    except Exception:
+        return False
+
+
 cdef class ArrayView:
-    """A parsed ``__cuda_array_interface__`` of one argument.
+    """A parsed ``__cuda_array_interface__`` (or DLPack tensor) of one argument.
 
     ``strides`` are in elements (filled in for contiguous arrays); ``device`` is
     the owning CUDA ordinal, -1 for host memory, None for an empty array whose
-    data pointer is 0 (then ``mem_kind`` is MEM_UNKNOWN, -1).
+    data pointer is 0 (then ``mem_kind`` is MEM_UNKNOWN, -1).  ``protocol`` is
+    "cai" or "dlpack": how the array was read.  A DLPack view keeps the
+    producer's capsule (never renamed) alive, so the producer's capsule
+    destructor releases the DLManagedTensor when the view dies.
     """
 
     cdef readonly object obj
@@ -209,6 +262,8 @@ cdef class ArrayView:
     cdef readonly bint aligned16
     cdef readonly int64_t size
     cdef readonly int ndim
+    cdef readonly str protocol
+    cdef object _capsule
 
     @property
     def readonly(self):
@@ -223,18 +278,30 @@ cdef class ArrayView:
 cpdef ArrayView view(object obj, str name):
     """Parses ``obj.__cuda_array_interface__`` (versions 0-3) into an ArrayView.
 
-    Errors name the argument ``name``.
+    An object without a CAI (or whose CAI raises) that has ``__dlpack__`` is
+    imported through DLPack instead (see :func:`_view_dlpack`); so is one whose
+    CAI typestr is opaque ('V': torch reports bfloat16 as "<V2"), since DLPack
+    names the real dtype.  Errors name the argument ``name``.
     """
     cdef ArrayView v
     cdef int64_t size = 1, expected = 1, elem, d
     cdef Py_ssize_t i, ndim
     cdef int kind = INT4MM_MEM_HOST, dev = -1
+    cai_exc = None
     try:
         cai = obj.__cuda_array_interface__
     except AttributeError:
-        raise _not_cuda_array(obj, name, None) from None
+        cai = _NO_CAI
     except Exception as exc:
-        raise _not_cuda_array(obj, name, exc) from exc
+        cai = _NO_CAI
+        cai_exc = exc
+    if cai is _NO_CAI:
+        # (outside the except clauses: DLPack errors are not chained to the CAI's)
+        if _has_dlpack(obj):
+            return _view_dlpack(obj, name, cai_exc)
+        if cai_exc is None:
+            raise _not_cuda_array(obj, name, None)
+        raise _not_cuda_array(obj, name, cai_exc) from cai_exc
     if not isinstance(cai, dict):
         raise Int4mmTypeError(
             f"{name}: __cuda_array_interface__ of {_type_name(obj)} is not a dict")
@@ -250,6 +317,7 @@ cpdef ArrayView view(object obj, str name):
     v = ArrayView.__new__(ArrayView)
     v.obj = obj
     v.name = name
+    v.protocol = "cai"
     try:
         shape = tuple(cai["shape"])
         data = cai["data"]
@@ -258,6 +326,14 @@ cpdef ArrayView view(object obj, str name):
         raise Int4mmValueError(
             f"{name}: __cuda_array_interface__ has no {exc.args[0]!r} entry") from None
     v.typestr, v.itemsize = _parse_typestr(raw_typestr, name)
+    if v.typestr[1] == "V" and _has_dlpack(obj):
+        # An opaque CAI type ("<V2" is how torch and ml_dtypes spell bfloat16):
+        # DLPack names the real dtype.  If it cannot, keep the CAI reading and
+        # let the dtype checks report the opaque type.
+        try:
+            return _view_dlpack(obj, name, None)
+        except Exception:
+            pass
     ndim = len(shape)
     v.shape = shape
     v.ndim = <int>ndim
@@ -314,6 +390,117 @@ cpdef ArrayView view(object obj, str name):
         v.device = None
         v.mem_kind = MEM_UNKNOWN
     else:
+        _check(int4mm_pointer_info(<const void *>v.ptr, &kind, &dev))
+        v.mem_kind = kind
+        v.device = dev
+    return v
+
+
+cdef ArrayView _view_dlpack(object obj, str name, object cai_exc):
+    """Imports ``obj`` through DLPack (legacy, unversioned 'dltensor' capsule).
+
+    Calls ``obj.__dlpack__()`` without arguments: no stream synchronization is
+    asked for (torch: none is done), so ``stream`` is None and the launch-stream
+    rules of int4mm._arrays apply as for a CAI without a stream.  An int4mm
+    DeviceArray is exported with ``stream=-1`` and keeps its own ``stream``, as
+    its CAI would report it.  The capsule is kept (never renamed): its
+    destructor, run when the view dies, calls the producer's deleter.
+    ``cai_exc``: what reading the CAI raised, if anything (for the message).
+    """
+    cdef ArrayView v
+    cdef DLManagedTensor *managed
+    cdef DLTensor *t
+    cdef int64_t size = 1, expected = 1, elem, d
+    cdef int i, ndim, code, bits, lanes, dev_type
+    cdef int kind = INT4MM_MEM_HOST, dev = -1
+    cdef uintptr_t data
+    try:
+        if isinstance(obj, DeviceArray):
+            capsule = obj.__dlpack__(stream=-1)
+        else:
+            capsule = obj.__dlpack__()
+    except Exception as exc:
+        raise _not_cuda_array(obj, name, cai_exc, exc) from exc
+    if not PyCapsule_IsValid(capsule, b"dltensor"):
+        raise Int4mmTypeError(
+            f"{name}: {_type_name(obj)}.__dlpack__() returned {capsule!r}, not an unconsumed "
+            f"DLPack 'dltensor' capsule")
+    managed = <DLManagedTensor *>PyCapsule_GetPointer(capsule, b"dltensor")
+    t = &managed.dl_tensor
+
+    code = t.dtype.code
+    bits = t.dtype.bits
+    lanes = t.dtype.lanes
+    if lanes != 1:
+        raise Int4mmTypeError(
+            f"{name}: DLPack dtype {_dl_dtype_text(code, bits, lanes)} has {lanes} lanes; "
+            f"int4mm reads scalar elements only (lanes = 1)")
+    typestr = _DL_TYPESTRS.get((code, bits))
+    if typestr is None:
+        raise Int4mmTypeError(
+            f"{name}: DLPack dtype {_dl_dtype_text(code, bits, lanes)} is not supported "
+            f"(int4mm reads float16, bfloat16, float32, int32, int64, uint8 and bool)")
+    dev_type = t.device.device_type
+    if dev_type != kDLCPU and dev_type != kDLCUDA and dev_type != kDLCUDAHost and \
+            dev_type != kDLCUDAManaged:
+        raise Int4mmValueError(
+            f"{name}: DLPack device {_DL_DEVICE_NAMES.get(dev_type, dev_type)} "
+            f"(device_type {dev_type}, id {t.device.device_id}) is not CUDA memory; "
+            f"int4mm needs arrays in GPU device memory")
+    ndim = t.ndim
+    if ndim < 0 or (ndim > 0 and t.shape == NULL):
+        raise Int4mmValueError(f"{name}: DLPack tensor has ndim {ndim} and no valid shape")
+
+    v = ArrayView.__new__(ArrayView)
+    v.obj = obj
+    v.name = name
+    v.protocol = "dlpack"
+    v._capsule = capsule
+    v.typestr = typestr
+    v.itemsize = bits // 8
+    v.ndim = ndim
+    shape_list = [0] * ndim
+    for i in range(ndim):
+        shape_list[i] = t.shape[i]
+    shape = tuple(shape_list)
+    for i in range(ndim):
+        d = t.shape[i]
+        if d < 0:
+            raise Int4mmValueError(f"{name}: negative dimension in DLPack shape {shape}")
+        size *= d
+    v.shape = shape
+    v.size = size
+
+    elem_strides = [0] * ndim
+    v.c_contiguous = True
+    for i in range(ndim - 1, -1, -1):
+        if t.strides == NULL:
+            elem = expected
+        else:
+            elem = t.strides[i]
+        elem_strides[i] = elem
+        d = t.shape[i]
+        if d != 1 and elem != expected:
+            v.c_contiguous = False
+        expected *= d
+    if size == 0:
+        v.c_contiguous = True
+    v.strides = tuple(elem_strides)
+
+    v._readonly = False  # the legacy capsule has no read-only flag
+    v.stream = obj.stream if isinstance(obj, DeviceArray) else None
+    data = <uintptr_t>t.data
+    v.ptr = data + <uintptr_t>t.byte_offset if data != 0 else 0
+    v.aligned16 = (v.ptr & 15) == 0
+    if v.ptr == 0:
+        if size != 0:
+            raise Int4mmValueError(
+                f"{name}: data pointer is 0 for a non-empty array of shape {shape}")
+        v.device = None
+        v.mem_kind = MEM_UNKNOWN
+    else:
+        # As for a CAI: the CUDA runtime classifies the pointer (host memory,
+        # kDLCPU included, is reported as host and refused by common_device).
         _check(int4mm_pointer_info(<const void *>v.ptr, &kind, &dev))
         v.mem_kind = kind
         v.device = dev
@@ -445,14 +632,14 @@ def copy_to_host(ArrayView v not None, stream=None):
     """A new numpy array with the contents of a C-contiguous device array (blocking).
 
     Copies on ``stream``, else on the array's CAI stream, else on the legacy
-    default stream.
+    default stream.  bfloat16 data needs ml_dtypes (see :func:`_host_dtype`).
     """
     import numpy
     cdef uintptr_t s
     cdef void *dst
     cdef int4mm_status status
     cdef int device
-    out = numpy.empty(v.shape, dtype=numpy.dtype(v.typestr))
+    out = numpy.empty(v.shape, dtype=_host_dtype(v.typestr, v.name))
     if v.size == 0:
         return out
     if not v.c_contiguous:
@@ -678,9 +865,47 @@ def device_info(int device):
 cdef dict _DTYPE_NAMES = {
     "<f2": "float16", "<f4": "float32", "<i4": "int32", "<i8": "int64", "|u1": "uint8",
     "|i1": "int8", "|b1": "bool", "<u4": "uint32", "<i2": "int16", "<u2": "uint16",
+    BF16_TYPESTR: "bfloat16",
 }
 
 cdef dict _DL_CODES = {"f": kDLFloat, "i": kDLInt, "u": kDLUInt, "b": kDLBool}
+
+
+class _NoCudaArrayInterface(TypeError, AttributeError):
+    """Raised by ``DeviceArray.__cuda_array_interface__`` for bfloat16 arrays.
+
+    A TypeError (what int4mm documents) that is also an AttributeError, so
+    ``hasattr(arr, "__cuda_array_interface__")`` is False, as for torch CPU
+    tensors and JAX bfloat16 arrays: duck-typing consumers then try DLPack.
+    """
+
+
+cdef object _bf16_numpy_dtype():
+    """numpy.dtype(ml_dtypes.bfloat16), or None when ml_dtypes is not importable."""
+    import importlib
+    import numpy
+    try:
+        return numpy.dtype(importlib.import_module("ml_dtypes").bfloat16)
+    except ImportError:
+        return None
+
+
+cdef object _host_dtype(str typestr, str what):
+    """The numpy dtype of host copies of ``typestr`` data.
+
+    bfloat16: ``ml_dtypes.bfloat16`` (numpy has none); without ml_dtypes the
+    copy is refused (Int4mmTypeError) rather than returning raw uint16 bits.
+    """
+    import numpy
+    if typestr == BF16_TYPESTR:
+        dt = _bf16_numpy_dtype()
+        if dt is None:
+            raise Int4mmTypeError(
+                f"{what}: host copies of bfloat16 data need the ml_dtypes package "
+                f"(numpy has no bfloat16): pip install ml_dtypes, or move the array "
+                f"with DLPack (torch.from_dlpack / jax.dlpack.from_dlpack)")
+        return dt
+    return numpy.dtype(typestr)
 
 
 cdef void _dl_deleter(DLManagedTensor *managed) noexcept nogil:
@@ -706,7 +931,12 @@ cdef void _dl_capsule_destructor(object capsule) noexcept:
 cdef class DeviceArray:
     """C-contiguous device memory owned by int4mm.
 
-    Exposes ``__cuda_array_interface__`` (v3) and DLPack.  ``stream`` is the CAI
+    Exposes ``__cuda_array_interface__`` (v3) and DLPack.  A bfloat16 array
+    (typestr "bfloat16") has no CAI type string: its ``__cuda_array_interface__``
+    raises TypeError and it is exported (and read by int4mm) through DLPack
+    only; its ``dtype`` is ``ml_dtypes.bfloat16`` when ml_dtypes is installed,
+    else the opaque 2-byte ``numpy.dtype("V2")``, and host copies need
+    ml_dtypes.  ``stream`` is the CAI
     v3 stream that writes to the array are (or were) enqueued on: consumers
     order their reads after it.  The constructor's ``stream`` is that stream
     (0, the legacy default, is reported as 1 since CAI forbids 0); it is None
@@ -733,11 +963,14 @@ cdef class DeviceArray:
         if isinstance(shape, int):
             shape = (shape,)
         shape = tuple(int(x) for x in shape)
-        self.typestr, self.itemsize = _parse_typestr(typestr, "DeviceArray typestr")
-        if self.typestr[1] not in _DL_CODES:
-            raise Int4mmValueError(
-                f"DeviceArray: typestr {typestr!r} is not a supported element type "
-                f"(float, signed/unsigned integer or bool)")
+        if typestr == BF16_TYPESTR:
+            self.typestr, self.itemsize = BF16_TYPESTR, 2
+        else:
+            self.typestr, self.itemsize = _parse_typestr(typestr, "DeviceArray typestr")
+            if self.typestr[1] not in _DL_CODES:
+                raise Int4mmValueError(
+                    f"DeviceArray: typestr {typestr!r} is not a supported element type "
+                    f"(float, signed/unsigned integer, bool or 'bfloat16')")
         for x in shape:
             d = x
             if d < 0:
@@ -777,7 +1010,12 @@ cdef class DeviceArray:
 
     @property
     def dtype(self):
+        """numpy dtype; for bfloat16 ml_dtypes.bfloat16, or numpy.dtype("V2")
+        (2 opaque bytes) when ml_dtypes is not installed."""
         import numpy
+        if self.typestr == BF16_TYPESTR:
+            dt = _bf16_numpy_dtype()
+            return numpy.dtype("V2") if dt is None else dt
         return numpy.dtype(self.typestr)
 
     @property
@@ -795,6 +1033,10 @@ cdef class DeviceArray:
 
     @property
     def __cuda_array_interface__(self):
+        if self.typestr == BF16_TYPESTR:
+            raise _NoCudaArrayInterface(
+                "DeviceArray: bfloat16 has no __cuda_array_interface__ type string; use "
+                "DLPack (e.g. torch.from_dlpack / jax.dlpack.from_dlpack)")
         return {
             "shape": self.shape,
             "typestr": self.typestr,
@@ -846,7 +1088,10 @@ cdef class DeviceArray:
         managed.dl_tensor.device.device_type = kDLCUDA
         managed.dl_tensor.device.device_id = self.device
         managed.dl_tensor.ndim = ndim
-        managed.dl_tensor.dtype.code = <uint8_t><int>_DL_CODES[self.typestr[1]]
+        if self.typestr == BF16_TYPESTR:
+            managed.dl_tensor.dtype.code = <uint8_t>kDLBfloat
+        else:
+            managed.dl_tensor.dtype.code = <uint8_t><int>_DL_CODES[self.typestr[1]]
         managed.dl_tensor.dtype.bits = <uint8_t>(8 * self.itemsize)
         managed.dl_tensor.dtype.lanes = 1
         managed.dl_tensor.shape = dims
@@ -871,7 +1116,7 @@ cdef class DeviceArray:
         cdef uintptr_t s
         cdef void *dst
         cdef int4mm_status status
-        out = numpy.empty(self.shape, dtype=numpy.dtype(self.typestr))
+        out = numpy.empty(self.shape, dtype=_host_dtype(self.typestr, "DeviceArray"))
         if self.nbytes == 0:
             return out
         if stream is None:
@@ -886,14 +1131,21 @@ cdef class DeviceArray:
 
     @staticmethod
     def from_host(array, int device, stream=0):
-        """A DeviceArray holding a copy of a host array (blocking copy on ``stream``)."""
+        """A DeviceArray holding a copy of a host array (blocking copy on ``stream``).
+
+        An ``ml_dtypes.bfloat16`` array gives a bfloat16 DeviceArray.
+        """
         import numpy
         cdef DeviceArray out
         cdef uintptr_t s = <uintptr_t>stream
         cdef const void *src
         cdef int4mm_status status
         host = numpy.ascontiguousarray(array)
-        out = DeviceArray(host.shape, host.dtype.str, device, stream)
+        typestr = host.dtype.str
+        if host.dtype.kind == "V" and host.dtype.itemsize == 2 and \
+                host.dtype.name == "bfloat16":  # ml_dtypes.bfloat16 (its str is "<V2")
+            typestr = BF16_TYPESTR
+        out = DeviceArray(host.shape, typestr, device, stream)
         if out.nbytes == 0:
             out._stream = None
             return out

@@ -1,6 +1,6 @@
 # cython: language_level=3
 # Declarations of the int4mm C ABI (src/cuda/int4mm.h) and of the DLPack
-# structs the bridge exports.  Declares only; src/_int4mm.pyx implements.
+# structs the bridge exports and imports.  Declares only; src/_int4mm.pyx implements.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t, uintptr_t
 
@@ -143,12 +143,16 @@ cdef extern from "int4mm.h" nogil:
 # Laid out exactly as dlpack.h v0.8: the enum fields are C ints.
 
 cdef enum:
+    kDLCPU = 1
     kDLCUDA = 2
+    kDLCUDAHost = 3
+    kDLCUDAManaged = 13
 
 cdef enum:
     kDLInt = 0
     kDLUInt = 1
     kDLFloat = 2
+    kDLBfloat = 4
     kDLBool = 6
 
 cdef struct DLDevice:

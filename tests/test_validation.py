@@ -42,8 +42,11 @@ def call(x=None, w=None, **kw):
 
 
 def test_not_a_cuda_array():
-    with pytest.raises(Int4mmTypeError, match=r"^x: expected an object exposing __cuda_array"):
-        call(x=np.zeros((4, K), np.float16))
+    # neither __cuda_array_interface__ nor __dlpack__ (a numpy array has
+    # __dlpack__: tests/test_dlpack_import.py refuses it as host memory)
+    with pytest.raises(Int4mmTypeError, match=r"^x: expected an object exposing "
+                       r"__cuda_array_interface__ or __dlpack__ .*, got list$"):
+        call(x=np.zeros((4, K), np.float16).tolist())
 
 
 def test_wrong_dtype_named():
