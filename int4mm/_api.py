@@ -102,6 +102,12 @@ class PreparedWeight:
         arrays = {name: _to_host(getattr(self, name), name)
                   for name in ("qweight", "scales", "zeros", "mask", "perm")
                   if getattr(self, name) is not None}
+        if arrays["scales"].dtype.name == "bfloat16":
+            # .npy has no bfloat16: stored as its bits, named in the metadata
+            # (readers that ignore "bfloat16" refuse the uint16 scales' dtype).
+            meta["bfloat16"] = ["scales", "zeros"]
+            for name in ("scales", "zeros"):
+                arrays[name] = arrays[name].view(np.uint16)
         with open(path, "wb") as f:
             np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                      **arrays)
@@ -122,6 +128,14 @@ class PreparedWeight:
                 )
             host = {k: np.ascontiguousarray(data[k])
                     for k in ("qweight", "scales", "zeros", "mask", "perm") if k in data}
+        for name in meta.get("bfloat16", ()):
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise Int4mmTypeError(
+                    f"{path}: its {name} are bfloat16; loading them needs the ml_dtypes "
+                    "package (pip install ml_dtypes)") from None
+            host[name] = host[name].view(ml_dtypes.bfloat16)
         DA = A.native().DeviceArray
         dev = {k: DA.from_host(v, device) for k, v in host.items()}
         w = prepare(dev["qweight"], dev["scales"], dev["zeros"], mask=dev.get("mask"),

@@ -299,3 +299,19 @@ def test_sanitize_bf16_prepared(M):
     out = poisoned(t, (M, N), t.bfloat16)
     int4mm.matmul(bf16_tensor(t, x32), pw, out=out)
     assert rel_err(host(t, out), expected(x32, w, s, z)) <= TOL_BF16
+
+
+@pytest.mark.skipif(not have("ml_dtypes"), reason="ml_dtypes is not installed")
+def test_bf16_prepared_save_load(tmp_path):
+    fw = torch_fw()
+    t = fw.t
+    K, N = 256, 64
+    w, s, z = weights(K, N, 64, False, "float16", seed=3)
+    pw = int4mm.prepare(fw.to_device(w["qweight"]), *device_scales(t, s, z, "float16"),
+                        dtype="bfloat16")
+    path = tmp_path / "w.npz"
+    pw.save(path)
+    back = int4mm.PreparedWeight.load(path)
+    assert back.dtype == "bfloat16"
+    x = t.randn(3, K, device="cuda", dtype=t.bfloat16)
+    assert t.equal(int4mm.matmul(x, pw), int4mm.matmul(x, back))
