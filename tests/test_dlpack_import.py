@@ -154,7 +154,7 @@ def test_numpy_out_and_bias_are_checked_through_dlpack():
     # shapes and dtypes come before placement, so these name out / bias
     with pytest.raises(Int4mmValueError, match=r"^out: expected shape \(4, 16\), got \(4, 15\)"):
         matmul(x, out=aligned((4, N - 1), np.float16))
-    with pytest.raises(Int4mmTypeError, match=r"^bias: expected dtype float16, got float32"):
+    with pytest.raises(Int4mmTypeError, match=r"^bias: expected dtype float16 or bfloat16, got float32"):
         matmul(x, bias=aligned((N,), np.float32))
     with pytest.raises(Int4mmValueError, match=r"^x: points to host memory"):
         matmul(x, out=aligned((4, N), np.float16))

@@ -50,7 +50,7 @@ def test_not_a_cuda_array():
 
 
 def test_wrong_dtype_named():
-    with pytest.raises(Int4mmTypeError, match=r"x: expected dtype float16, got float32"):
+    with pytest.raises(Int4mmTypeError, match=r"x: expected dtype float16 or bfloat16, got float32"):
         call(x=x_of(dtype=np.float32))
     w = weights()
     w["scales"] = FakeCAI(np.zeros(N, np.float32))
