@@ -746,6 +746,11 @@ def _host_overhead(be, calls: int) -> dict:
 
 
 def _git_commit() -> dict:
+    """The commit measured: INT4MM_COMMIT when set (a copied tree whose .git is
+    stale or absent, as on a remote GPU machine), else git."""
+    env = os.environ.get("INT4MM_COMMIT")
+    if env:
+        return {"commit": env, "commit_source": "INT4MM_COMMIT", "dirty": None}
     root = Path(__file__).resolve().parent.parent
     if (root / ".git").exists() and shutil.which("git"):
         try:
@@ -758,9 +763,6 @@ def _git_commit() -> dict:
             return {"commit": commit, "commit_source": "git", "dirty": dirty}
         except (OSError, subprocess.SubprocessError):
             pass
-    env = os.environ.get("INT4MM_COMMIT")
-    if env:
-        return {"commit": env, "commit_source": "INT4MM_COMMIT", "dirty": None}
     return {"commit": "unknown", "commit_source": "unknown", "dirty": None}
 
 
