@@ -25,10 +25,14 @@ def render(data: dict, source: str) -> str:
     rows: dict = {}
     for r in data["records"]:
         rows.setdefault((r["K"], r["N"], r["M"]), {})[r["config"]] = r
+    # With INT4MM_COMMIT the tree was a copy whose git metadata (and so the
+    # version string) may be stale: name the commit only.
+    which = (f"int4mm at commit `{ver.get('commit', '?')}`"
+             if ver.get("commit_source") == "INT4MM_COMMIT"
+             else f"int4mm {ver['version']} at commit `{ver.get('commit', '?')}`")
     intro = (
         f"Measured on {gpu['name']} (driver {gpu.get('driver_version', '?')}, CUDA runtime "
-        f"{info.get('cuda_runtime', '?')}), int4mm {ver['version']} at commit "
-        f"`{ver.get('commit', '?')}`, {data['date'][:10]}, with `python -m int4mm bench "
+        f"{info.get('cuda_runtime', '?')}), {which}, {data['date'][:10]}, with `python -m int4mm bench "
         f"--suite {data['suite']}` ({source}). GPU time per launch from CUDA-graph replay "
         f"(median of {data['protocol']['repeats']}), weights rotated over more than "
         f"{data['protocol']['l2_factor']}x L2; cells are µs and speedup over fp16 cuBLAS "
