@@ -269,7 +269,7 @@ def test_bf16_jax():
     K, N = 256, 64
     w, s, z = weights(K, N, 64, False, "bfloat16", seed=9)
     x32 = ref.bf16_round(np.random.default_rng(4).standard_normal((3, K)).astype(np.float32))
-    put = lambda a, dt=None: jax.device_put(jnp.asarray(a, dtype=dt), gpus[0])  # noqa: E731
+    put = lambda a, dt=None: jax.device_put(jnp.asarray(a, dtype=dt), gpus[0])
     y = int4mm.matmul(put(x32, jnp.bfloat16), put(w["qweight"]), put(s, jnp.bfloat16),
                       put(z, jnp.bfloat16))
     assert isinstance(y, jax.Array) and y.dtype == jnp.bfloat16
