@@ -27,7 +27,11 @@ def _linear(K, N, bias=True, seed=0, device="cpu"):
 
 def _expect(m, x):
     """float64 reference of Int4Linear m on x (numpy), from its own buffers."""
-    b = {k: None if getattr(m, k) is None else getattr(m, k).detach().cpu().numpy()
+    def host(t):  # bf16 has no numpy type: floating buffers go through float64
+        t = t.detach().cpu()
+        return (t.double() if t.is_floating_point() else t).numpy()
+
+    b = {k: None if getattr(m, k) is None else host(getattr(m, k))
          for k in ("qweight", "scales", "zeros", "mask", "perm", "bias")}
     xs = x if b["perm"] is None else x[..., b["perm"]]
     return ref.matmul(xs, b["qweight"], b["scales"], b["zeros"], b["mask"], b["bias"])
@@ -94,6 +98,19 @@ def test_opcheck_cpu():
     x = torch.randn(3, 64, dtype=torch.float16)
     torch.library.opcheck(torch.ops.int4mm.matmul.default,
                           (x, m.qweight, m.scales, m.zeros, None, m.bias, None, 32))
+
+
+def test_opcheck_bf16_cpu():
+    lin = nn.Linear(64, 16, bias=True).to(torch.bfloat16)
+    m = it.Int4Linear.from_linear(lin, group_size=32)
+    assert m.scales.dtype == torch.bfloat16 and m.bias.dtype == torch.bfloat16
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    torch.library.opcheck(torch.ops.int4mm.matmul.default,
+                          (x, m.qweight, m.scales, m.zeros, None, m.bias, None, 32))
+    y = m(x)
+    assert y.dtype == torch.bfloat16
+    expect = _expect(m, x.double().numpy())
+    assert rel_err(y.float().numpy(), expect) <= 1e-2
 
 
 def test_compile_fullgraph_traces_without_breaks_cpu():
@@ -163,6 +180,27 @@ def test_gpu_compile_fullgraph_and_cache_reuse():
     torch.cuda.synchronize()
     assert rel_err(y.cpu().numpy(), eager.cpu().numpy()) <= TOL
     assert it.STATS["prepared"] - before <= 2, "compiled calls rebuilt PreparedWeights"
+
+
+def test_gpu_opcheck_and_compile_bf16():
+    """bf16 activations through the custom op: opcheck, and torch.compile
+    (fullgraph) of a model whose buffers are float16 (converted once per
+    weight) equals eager."""
+    framework("torch")
+    m = it.Int4Linear.from_linear(_linear(128, 32, device="cuda"), group_size=32)
+    x = torch.randn(5, 128, dtype=torch.bfloat16, device="cuda")
+    torch.library.opcheck(torch.ops.int4mm.matmul.default,
+                          (x, m.qweight, m.scales, m.zeros, None, m.bias, None, 32))
+    model = nn.Sequential(_linear(256, 512), nn.SiLU(), _linear(512, 256)).cuda()
+    it.replace_linear(model, group_size=128, progress=False)
+    xb = torch.randn(8, 256, dtype=torch.bfloat16, device="cuda")
+    eager = model(xb)
+    assert eager.dtype == torch.bfloat16
+    compiled = torch.compile(model, fullgraph=True)
+    y = compiled(xb)
+    torch.cuda.synchronize()
+    assert y.dtype == torch.bfloat16
+    assert rel_err(y.float().cpu().numpy(), eager.float().cpu().numpy()) <= 1e-2
 
 
 def test_gpu_cuda_graph_replay_and_current_stream():
