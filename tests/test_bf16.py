@@ -130,7 +130,7 @@ def test_bf16_is_not_fp16():
 # ---------------------------------------------------------------- prepared weights
 
 
-@pytest.mark.parametrize("M", [1, 8, 16, 40, 64, 200, 1024])
+@pytest.mark.parametrize("M", [1, 8, 16, 40, 64, 100, 200, 1024])
 @pytest.mark.parametrize("G", [128, None], ids=lambda g: f"g{g or 'chan'}")
 @pytest.mark.parametrize("scale_dtype", ["bfloat16", "float16"])
 def test_bf16_prepared(scale_dtype, G, M):

@@ -160,7 +160,7 @@ def _is_hopper():
 
 
 @pytest.mark.parametrize("path", ["auto", "large_m"])
-@pytest.mark.parametrize("M", [1, 17, 33, 64, 255, 256, 1000, 2048])
+@pytest.mark.parametrize("M", [1, 17, 33, 64, 100, 128, 255, 256, 1000, 2048])
 @pytest.mark.parametrize("G", [64, 128, None, 32], ids=lambda g: f"g{g or 'chan'}")
 @pytest.mark.parametrize("K,N", [(1024, 128), (2048, 1040), (5120, 5120)], ids=lambda v: str(v))
 def test_matmul_prepared(K, N, G, M, path):

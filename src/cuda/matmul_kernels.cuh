@@ -117,10 +117,11 @@ constexpr int kSmallMThreshold = 16;
 // M = 256: 229 vs 243 us (benchmarks/NOTES.md, "v2").
 constexpr int kSmallMThresholdMma = 128;
 // With a wgmma-prepared weight (Hopper), AUTO uses wgmma above this many rows.
-// Measured on H100 (bench --suite full, benchmarks/NOTES.md "bf16 / NDEBUG"):
-// at M = 64 wgmma takes 87 us (8192^2) and 352 us (8192 x 28672) against the
-// tiled decode kernel's 48 and 176 us (v3); at M = 128 wgmma wins (79 us).
-constexpr int kWgmmaMinM = 64;
+// Measured on H100 (benchmarks/NOTES.md, v4): with the 64x64 / 64x128 tile
+// configurations for few rows, wgmma (forced) takes 33 us at M = 33-64 on
+// 8192^2 against the tiled decode kernel's 42-46 us, and 115 / 156 us at
+// M = 33 / 64 on 8192 x 28672 against ~178 us; at M = 16 decode (23 us) wins.
+constexpr int kWgmmaMinM = 32;
 // 16:32 sparse at M <= this stays on the v1 CUDA-core kernel, which is
 // faster there (H100, 8192^2, G = 128: M = 1 v1 29.7 vs v2 45.1 us, M = 2
 // 39.3 vs 45.6, M = 4 73.6 vs 45.9): the v2 per-word mask expansion is

@@ -155,11 +155,15 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 }
 
 // Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma").
+// - M <= 64 / M <= 128: pingpong 64x64 / 64x128 (x tiles no taller than M
+//   needs: the 64x256 tile ran M = 64 at 87 us on 8192^2, these at 32-37 us).
 // - M <= 256: pingpong 64x256 (one 64-row weight tile per CTA: N/64 CTAs).
 // - otherwise 128x256 cooperative tiles; when they fill the last wave badly
 //   (e.g. N = 5120, M = 2048: 320 tiles on 132 SMs = 2.4 waves) stream-K
 //   spreads the remainder over all SMs (needs a stream-ordered workspace).
 int choose_config(int64_t M, int64_t N, int sm_count) {
+    if (M <= 64) return 5;
+    if (M <= 128) return 4;
     if (M <= 256) return 0;
     int64_t tiles = ((N + 127) / 128) * ((M + 255) / 256);
     int64_t sms = sm_count > 0 ? sm_count : 132;

@@ -128,7 +128,11 @@ template <class MmaT> using Cfg0 = Config<MmaT, 64, 256, 1, Ping, PingEpi>;     
 template <class MmaT> using Cfg1 = Config<MmaT, 128, 256, 1, Coop, CoopEpi>;           // 256 < M <= 512
 template <class MmaT> using Cfg2 = Config<MmaT, 128, 256, 2, Coop, CoopEpi>;           // M > 512
 template <class MmaT> using Cfg3 = Config<MmaT, 128, 256, 1, Coop, CoopEpi, StreamK>;  // badly filled last wave
-constexpr int kNumConfigs = 4;
+// Few rows of x: tiles as tall as M needs (a 256-row x tile at M = 64 was
+// slower than at M = 256: benchmarks/NOTES.md, v4).
+template <class MmaT> using Cfg4 = Config<MmaT, 64, 128, 1, Ping, PingEpi>;            // M <= 128
+template <class MmaT> using Cfg5 = Config<MmaT, 64, 64, 1, Ping, PingEpi>;             // M <= 64
+constexpr int kNumConfigs = 6;
 
 template <class MmaT, class Cfg>
 int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
@@ -210,6 +214,8 @@ int4mm_status run_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream
         case 1: return run_config<MmaT, Cfg1<MmaT>>(a, stream, sm_count);
         case 2: return run_config<MmaT, Cfg2<MmaT>>(a, stream, sm_count);
         case 3: return run_config<MmaT, Cfg3<MmaT>>(a, stream, sm_count);
+        case 4: return run_config<MmaT, Cfg4<MmaT>>(a, stream, sm_count);
+        case 5: return run_config<MmaT, Cfg5<MmaT>>(a, stream, sm_count);
         default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     }
 }
