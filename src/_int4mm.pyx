@@ -286,7 +286,6 @@ cpdef ArrayView view(object obj, str name):
     cdef ArrayView v
     cdef int64_t size = 1, expected = 1, elem, d
     cdef Py_ssize_t i, ndim
-    cdef int kind = INT4MM_MEM_HOST, dev = -1
     cai_exc = None
     try:
         cai = obj.__cuda_array_interface__
@@ -364,36 +363,53 @@ cpdef ArrayView view(object obj, str name):
             raise Int4mmValueError(
                 f"{name}: strides {tuple(byte_strides)} do not match shape {shape}")
         elem_strides = [0] * ndim
-        v.c_contiguous = True
-        for i in range(ndim - 1, -1, -1):
+        for i in range(ndim):
             elem = byte_strides[i]
             if elem % v.itemsize != 0:
                 raise Int4mmValueError(
                     f"{name}: byte stride {elem} (strides {tuple(byte_strides)}) is not a "
                     f"multiple of the item size {v.itemsize}")
-            elem //= v.itemsize
-            elem_strides[i] = elem
-            d = shape[i]
-            if d != 1 and elem != expected:
-                v.c_contiguous = False
-            expected *= d
-        if size == 0:
-            v.c_contiguous = True
-        v.strides = tuple(elem_strides)
+            elem_strides[i] = elem // v.itemsize
+        _set_strides(v, elem_strides)
 
     v.stream = cai.get("stream")
+    _place(v)
+    return v
+
+
+cdef int _set_strides(ArrayView v, list elem_strides) except -1:
+    """v.strides (elements) and v.c_contiguous, from v.shape and v.size."""
+    cdef int64_t expected = 1, d
+    cdef Py_ssize_t i
+    v.c_contiguous = True
+    for i in range(v.ndim - 1, -1, -1):
+        d = v.shape[i]
+        if d != 1 and elem_strides[i] != expected:
+            v.c_contiguous = False
+        expected *= d
+    if v.size == 0:
+        v.c_contiguous = True
+    v.strides = tuple(elem_strides)
+    return 0
+
+
+cdef int _place(ArrayView v) except -1:
+    """v.aligned16, v.device and v.mem_kind from v.ptr (a null pointer only for
+    an empty array); host pointers are reported as such, for common_device to
+    refuse."""
+    cdef int kind = INT4MM_MEM_HOST, dev = -1
     v.aligned16 = (v.ptr & 15) == 0
     if v.ptr == 0:
-        if size != 0:
+        if v.size != 0:
             raise Int4mmValueError(
-                f"{name}: data pointer is 0 for a non-empty array of shape {shape}")
+                f"{v.name}: data pointer is 0 for a non-empty array of shape {v.shape}")
         v.device = None
         v.mem_kind = MEM_UNKNOWN
     else:
         _check(int4mm_pointer_info(<const void *>v.ptr, &kind, &dev))
         v.mem_kind = kind
         v.device = dev
-    return v
+    return 0
 
 
 cdef ArrayView _view_dlpack(object obj, str name, object cai_exc):
@@ -410,9 +426,8 @@ cdef ArrayView _view_dlpack(object obj, str name, object cai_exc):
     cdef ArrayView v
     cdef DLManagedTensor *managed
     cdef DLTensor *t
-    cdef int64_t size = 1, expected = 1, elem, d
+    cdef int64_t size = 1, expected = 1, d
     cdef int i, ndim, code, bits, lanes, dev_type
-    cdef int kind = INT4MM_MEM_HOST, dev = -1
     cdef uintptr_t data
     try:
         if isinstance(obj, DeviceArray):
@@ -472,38 +487,21 @@ cdef ArrayView _view_dlpack(object obj, str name, object cai_exc):
     v.size = size
 
     elem_strides = [0] * ndim
-    v.c_contiguous = True
     for i in range(ndim - 1, -1, -1):
         if t.strides == NULL:
-            elem = expected
+            elem_strides[i] = expected
+            expected *= t.shape[i]
         else:
-            elem = t.strides[i]
-        elem_strides[i] = elem
-        d = t.shape[i]
-        if d != 1 and elem != expected:
-            v.c_contiguous = False
-        expected *= d
-    if size == 0:
-        v.c_contiguous = True
-    v.strides = tuple(elem_strides)
+            elem_strides[i] = t.strides[i]
+    _set_strides(v, elem_strides)
 
     v._readonly = False  # the legacy capsule has no read-only flag
     v.stream = obj.stream if isinstance(obj, DeviceArray) else None
     data = <uintptr_t>t.data
     v.ptr = data + <uintptr_t>t.byte_offset if data != 0 else 0
-    v.aligned16 = (v.ptr & 15) == 0
-    if v.ptr == 0:
-        if size != 0:
-            raise Int4mmValueError(
-                f"{name}: data pointer is 0 for a non-empty array of shape {shape}")
-        v.device = None
-        v.mem_kind = MEM_UNKNOWN
-    else:
-        # As for a CAI: the CUDA runtime classifies the pointer (host memory,
-        # kDLCPU included, is reported as host and refused by common_device).
-        _check(int4mm_pointer_info(<const void *>v.ptr, &kind, &dev))
-        v.mem_kind = kind
-        v.device = dev
+    # As for a CAI: the CUDA runtime classifies the pointer (host memory,
+    # kDLCPU included, is reported as host and refused by common_device).
+    _place(v)
     return v
 
 
