@@ -288,7 +288,7 @@ def test_sanitize_bf16_matmul(path, sparse, G, M):
     run_raw(K, 40, G, sparse, M, path=path, bias_dtype="bfloat16")
 
 
-@pytest.mark.parametrize("M", [1, 300])
+@pytest.mark.parametrize("M", [1, 13, 300])
 def test_sanitize_bf16_prepared(M):
     fw = torch_fw()
     t = fw.t

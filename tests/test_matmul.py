@@ -159,19 +159,25 @@ def _is_hopper():
     return torch.cuda.get_device_capability() == (9, 0)
 
 
-@pytest.mark.parametrize("path", ["auto", "large_m"])
-@pytest.mark.parametrize("M", [1, 17, 33, 64, 100, 128, 255, 256, 1000, 2048])
+@pytest.mark.parametrize("path", ["auto", "small_m", "large_m"])
+@pytest.mark.parametrize("M", [1, 2, 9, 16, 17, 33, 64, 100, 128, 255, 256, 1000, 2048])
 @pytest.mark.parametrize("G", [64, 128, None, 32], ids=lambda g: f"g{g or 'chan'}")
 @pytest.mark.parametrize("K,N", [(1024, 128), (2048, 1040), (5120, 5120)], ids=lambda v: str(v))
 def test_matmul_prepared(K, N, G, M, path):
-    """Prepared weights: on Hopper these take the wgmma kernel (except G = 32,
-    which it does not support and which must fall back, still correct)."""
+    """Prepared weights: on Hopper these take the wgmma kernel above 16 rows and
+    the decode kernel on the same prepared codes up to there (except G = 32,
+    which neither supports and which must fall back, still correct).  Forcing
+    small_m runs the decode kernel at every M (rows beyond 32 loop)."""
+    if path == "small_m" and M > 256:
+        pytest.skip("decode kernel at large M: covered up to 256 rows")
     fw = framework("torch")
     w, W = problem(K, N, G, False)
     p = int4mm.prepare(*device_weights(fw, w)[:3])
-    assert "small-m-tiled" in p.layout, p  # K and G multiples of 32: decode layout
     if _is_hopper() and "sm_90a" in int4mm.info()["compiled_targets"]:
-        assert ("sm90-wgmma" in p.layout) == (G != 32), p  # wgmma needs G % 64 == 0
+        # One prepared copy: the wgmma section (needs G % 64 == 0), else the tiled one.
+        assert p.layout == ("sm90-wgmma" if G != 32 else "small-m-tiled"), p
+    else:
+        assert p.layout == "small-m-tiled", p  # K and G multiples of 32: decode layout
     x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float16)
     b = np.random.default_rng(1).standard_normal(N).astype(np.float16)
     out = fw.poisoned((M, N))

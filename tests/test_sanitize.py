@@ -28,6 +28,23 @@ def test_sanitize_matmul(path, sparse, G, M):
     assert rel_err(fw.to_host(out), expect) <= TOL
 
 
+@pytest.mark.parametrize("path", ["small_m", "auto"])
+@pytest.mark.parametrize("K,N,G,M", [(256, 48, 64, 1), (256, 48, None, 13), (512, 96, 128, 40),
+                                     (5120, 5120, None, 1)])
+def test_sanitize_prepared(K, N, G, M, path):
+    """Prepared weights: the decode kernel (1, 2 and 4 groups of 8 rows; on
+    Hopper 5120 x 5120 at M = 1 splits K over a 2-CTA cluster) and wgmma."""
+    fw = framework("torch")
+    w = ref.random_weights(K, N, group_size=G, seed=M)
+    p = int4mm.prepare(fw.to_device(w["qweight"]), fw.to_device(w["scales"]), fw.to_device(w["zeros"]))
+    x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float16)
+    bias = np.random.default_rng(1).standard_normal(N).astype(np.float16)
+    out = fw.poisoned((M, N))
+    int4mm.matmul(fw.to_device(x), p, bias=fw.to_device(bias), out=out, path=path)
+    expect = ref.matmul(x, w["qweight"], w["scales"], w["zeros"], None, bias=bias)
+    assert rel_err(fw.to_host(out), expect) <= TOL
+
+
 def test_sanitize_packing():
     fw = framework("torch")
     K, N = 96, 24

@@ -27,9 +27,10 @@ bool has_wgmma_layout(const int4mm_matmul_args &a) {
 
 int resolve_path(const int4mm_matmul_args &a) {
     if (a.path == INT4MM_PATH_SMALL_M || a.path == INT4MM_PATH_LARGE_M) return a.path;
-    // A weight prepared for Hopper's wgmma kernel: that kernel wins from
-    // kWgmmaMinM rows up (it reads the weights once per wave of tiles at
-    // near-fp16 tensor-core speed; below, the decode kernel streams faster).
+    // A weight prepared for Hopper's wgmma kernel: that kernel wins above
+    // kWgmmaMinM rows (it reads the weights once per wave of tiles at
+    // near-fp16 tensor-core speed); up to there the decode kernel streams the
+    // same prepared codes faster.
     if (has_wgmma_layout(a)) return a.M > kWgmmaMinM ? INT4MM_PATH_LARGE_M : INT4MM_PATH_SMALL_M;
     // group_size % 32 == 0: the v2 tensor-core SMALL_M kernel applies and
     // beats the LARGE_M tile kernel up to kSmallMThresholdMma rows.
@@ -136,6 +137,13 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
                                      ? prepared_sections(a.layout, a.K, a.N, a.group_size)
                                      : PreparedSections{};
     if (sec.tiled_bytes) p.tiled = static_cast<const char *>(a.prepared) + sec.tiled_offset;
+    if (sec.wgmma_bytes) {
+        const char *base = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
+        const wgmma::PreparedParts parts = wgmma::parts(a.K, a.N, a.group_size);
+        p.frag.codes = reinterpret_cast<const uint32_t *>(base);
+        p.frag.scales = base + parts.soff;
+        p.frag.zero_c = base + parts.zoff;
+    }
     switch (resolve_path(a)) {
         case INT4MM_PATH_SMALL_M:
             return launch_matmul_small_m(p, stream);

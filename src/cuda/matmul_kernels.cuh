@@ -15,6 +15,15 @@
 
 namespace int4mm {
 
+// The fragment-ordered prepared weights (the INT4MM_LAYOUT_SM90_WGMMA
+// section, described in matmul_wgmma.cu): codes in 16 x 16 blocks whose word
+// t is lane t's mma A fragment, scales [K/G, N] and zero_c = -(z - 8) * s.
+struct FragWeights {
+    const uint32_t *codes = nullptr;  // nullptr: the weight has no such section
+    const void *scales = nullptr;
+    const void *zero_c = nullptr;
+};
+
 // One validated multiplication, type-erased as the dispatcher sees it.  The
 // dispatcher guarantees: 1 <= M, N, K <= kMaxMatmulDim; N % 8 == 0;
 // K % 8 == 0 (dense) or K % 32 == 0 (sparse); group_size divides K and is a
@@ -39,6 +48,9 @@ struct MatmulProblem {
     // or nullptr: the v2 SMALL_M kernel then reads qweight (raw).  Ignored
     // for sparse weights and by every other kernel.
     const void *tiled = nullptr;
+    // Dense weights also in the fragment-ordered form, read by the decode
+    // kernel (matmul_decode.cu) when present.
+    FragWeights frag;
 };
 
 // The same problem with the 16-bit element type T (__half or __nv_bfloat16)
@@ -116,12 +128,11 @@ constexpr int kSmallMThreshold = 16;
 // v1 tensor-core tile kernel): M = 64: 57 vs 225 us, M = 128: 115 vs 241 us,
 // M = 256: 229 vs 243 us (benchmarks/NOTES.md, "v2").
 constexpr int kSmallMThresholdMma = 128;
-// With a wgmma-prepared weight (Hopper), AUTO uses wgmma above this many rows.
-// Measured on H100 (benchmarks/NOTES.md, v4): with the 64x64 / 64x128 tile
-// configurations for few rows, wgmma (forced) takes 33 us at M = 33-64 on
-// 8192^2 against the tiled decode kernel's 42-46 us, and 115 / 156 us at
-// M = 33 / 64 on 8192 x 28672 against ~178 us; at M = 16 decode (23 us) wins.
-constexpr int kWgmmaMinM = 32;
+// With a wgmma-prepared weight (Hopper), AUTO uses wgmma above this many rows
+// and the decode kernel on the same prepared codes up to it.  Measured on
+// H100 (benchmarks/NOTES.md, v5): decode 8192^2 M = 16 18.9 us, M = 32
+// 44-50 us; wgmma's 64x64 tile 32-33 us for M = 33-64 (v4).
+constexpr int kWgmmaMinM = 16;
 // 16:32 sparse at M <= this stays on the v1 CUDA-core kernel, which is
 // faster there (H100, 8192^2, G = 128: M = 1 v1 29.7 vs v2 45.1 us, M = 2
 // 39.3 vs 45.6, M = 4 73.6 vs 45.9): the v2 per-word mask expansion is
@@ -142,6 +153,20 @@ int4mm_status launch_matmul_small_m_v1(const MatmulProblem &p, cudaStream_t stre
 bool mma_small_supported(const MatmulProblem &p);
 int4mm_status launch_matmul_mma_small(const MatmulProblem &p, cudaStream_t stream, int xr, int wk);
 int4mm_status launch_matmul_tc(const MatmulProblem &p, cudaStream_t stream);
+
+// Decode / small-M kernel on the fragment-ordered weights (matmul_decode.cu).
+// A config field <= 0 (all of them: the default) picks measured defaults.
+struct DecodeConfig {
+    int nb = 0;     // 16-column weight blocks per CTA: 1, 2, 4 (divides N / 16)
+    int mt = 0;     // groups of 8 rows of x per CTA: 1, 2, 4 (more rows: grid.y)
+    int u = 0;      // k16 steps per chunk: 4 or 8 (divides group_size / 16)
+    int wk = 0;     // warps per CTA, each streaming its own run of K: 1 .. 8
+    int ks = 0;     // CTAs of a cluster splitting K (sm_90): 1 .. 8
+};
+bool decode_supported(const MatmulProblem &p);
+// The measured default for p on `device` (current); INT4MM_OK or a CUDA failure.
+int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out);
+int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, DecodeConfig cfg = {});
 
 // SMALL_M "tiled" prepared layout of dense qweight (prepare_small_m.cu):
 // 512-byte tiles (32 columns x 32 k, lane order of the v2 kernel), the slabs

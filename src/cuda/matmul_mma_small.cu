@@ -549,6 +549,7 @@ int4mm_status launch_matmul_mma_small(const MatmulProblem &p, cudaStream_t strea
 }
 
 int4mm_status launch_matmul_small_m(const MatmulProblem &p, cudaStream_t stream) {
+    if (decode_supported(p)) return launch_matmul_decode(p, stream);
     if (mma_small_supported(p) && !(p.mask != nullptr && p.M <= kSparseV1MaxM))
         return launch_matmul_mma_small(p, stream, 0, 0);
     return launch_matmul_small_m_v1(p, stream);

@@ -41,8 +41,6 @@ namespace {
 
 using detail::kNumConfigs;
 using detail::kTileK;
-using detail::parts;
-using detail::PreparedParts;
 using detail::weight_layout;
 using detail::WeightLayout;
 

@@ -18,6 +18,23 @@ int4mm_status launch_matmul_wgmma(const int4mm_matmul_args &a, cudaStream_t s);
 namespace int4mm {
 namespace wgmma {
 
+// Offsets of the prepared form's parts (each 256-byte aligned): codes at 0,
+// scales [K/G, N] at soff, zero_c [K/G, N] at zoff; total bytes.
+struct PreparedParts {
+    size_t wbytes, soff, zoff, total;
+};
+
+inline PreparedParts parts(int64_t K, int64_t N, int64_t G) {
+    auto up = [](size_t v) { return (v + 255) / 256 * 256; };
+    PreparedParts p;
+    p.wbytes = static_cast<size_t>(N) * static_cast<size_t>(K) / 2;
+    const size_t sbytes = static_cast<size_t>(K / G) * static_cast<size_t>(N) * 2;
+    p.soff = up(p.wbytes);
+    p.zoff = p.soff + up(sbytes);
+    p.total = p.zoff + up(sbytes);
+    return p;
+}
+
 // Shape rules of the kernel (device-independent): dense weights, N % 16 == 0,
 // K % 64 == 0, group_size == K or group_size % 64 == 0, N * K < 2^31.
 bool supported(int64_t K, int64_t N, int64_t group_size);

@@ -29,7 +29,6 @@ using namespace cute;
 
 using QuantT = cutlass::int4b_t;
 constexpr int kTileK = 64;  // 128 bytes of fp16 per TMA row: the 128B swizzle
-constexpr size_t kAlign = 256;
 
 // ---------------------------------------------------------------------------
 // Weight layout.  One 16 (n) x 16 (k) block of W^T holds the register A
@@ -70,22 +69,6 @@ using WeightLayout = decltype(tile_to_shape(WeightAtom{}, make_shape(int(0), int
 inline WeightLayout weight_layout(int64_t K, int64_t N) {
     return tile_to_shape(WeightAtom{}, make_shape(int(N), int(K), int(1)));
 }
-
-struct PreparedParts {
-    size_t wbytes, soff, zoff, total;
-};
-
-inline PreparedParts parts(int64_t K, int64_t N, int64_t G) {
-    auto up = [](size_t v) { return (v + kAlign - 1) / kAlign * kAlign; };
-    PreparedParts p;
-    p.wbytes = static_cast<size_t>(N) * static_cast<size_t>(K) / 2;
-    size_t sbytes = static_cast<size_t>(K / G) * static_cast<size_t>(N) * 2;
-    p.soff = up(p.wbytes);
-    p.zoff = p.soff + up(sbytes);
-    p.total = p.zoff + up(sbytes);
-    return p;
-}
-
 
 // ---------------------------------------------------------------------------
 // Kernel configurations.  Problem (CUTLASS terms): M = N_weights, N = rows of x.

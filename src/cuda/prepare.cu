@@ -62,9 +62,11 @@ extern "C" int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N
         clear_error();
         return INT4MM_OK;
     }
+    // The wgmma section also serves the decode kernel (matmul_decode.cu), so a
+    // weight that has it needs no tiled copy: one prepared copy of the codes.
     int bits = 0;
-    if (tiled_applies(K, N, group_size)) bits |= INT4MM_LAYOUT_SMALL_M_TILED;
-    if (wgmma_applies(K, N, group_size)) bits |= INT4MM_LAYOUT_SM90_WGMMA;
+    if (wgmma_applies(K, N, group_size)) bits = INT4MM_LAYOUT_SM90_WGMMA;
+    else if (tiled_applies(K, N, group_size)) bits = INT4MM_LAYOUT_SMALL_M_TILED;
     *layout = bits;
     *bytes = prepared_sections(bits, K, N, group_size).total;
     return INT4MM_OK;

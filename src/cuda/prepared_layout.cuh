@@ -7,7 +7,12 @@
 //       mid-M tensor-core kernel streams them with fully contiguous loads
 //   offset align256(tiled bytes)    INT4MM_LAYOUT_SM90_WGMMA
 //       int4 codes, scales and folded zeros in the order CUTLASS's Hopper
-//       mixed-input collective loads them (matmul_wgmma.cu)
+//       mixed-input collective loads them (matmul_wgmma.cu); the decode
+//       kernel (matmul_decode.cu) reads the same section
+//
+// int4mm_prepared_layout() picks one section per weight: SM90_WGMMA where the
+// wgmma kernel runs (it serves every M), else SMALL_M_TILED.  A buffer with
+// both (int4mm_prepare still accepts both bits) works too.
 //
 // Raw arrays stay valid and are still read by the kernels that have no
 // prepared form (sparse weights, odd group sizes).

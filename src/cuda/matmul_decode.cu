@@ -1,0 +1,636 @@
+// Decode / small-M kernel on the fragment-ordered prepared weights (the
+// INT4MM_LAYOUT_SM90_WGMMA section: int4 W^T in 16 (n) x 16 (k) blocks whose
+// 32-bit word t is exactly lane t's register A fragment of one
+// mma.m16n8k16, values in the order [0,2,4,6,1,3,5,7], codes stored as
+// q ^ 8; scales [K/G, N] and zero_c = -(z - 8) * s next to them).
+//
+// The product is computed transposed, y^T = W^T x^T, one mma.m16n8k16 per
+// 16 x 16 weight block with the weights as the A operand (16 weight columns)
+// and up to 8 rows of x as the B operand, so a warp loads ONE coalesced
+// 32-bit word per lane per block (128 contiguous bytes) and feeds it to the
+// tensor core after 4 LOP3 and 4 packed subtractions - no shared memory, no
+// shuffles, no permutation of x.
+//
+// Exact integer weights.  The A operand is q - 8 (exact in fp16 and bf16);
+// the scale and zero point are applied per group in fp32:
+//   y[m, n] = sum_g  s[g, n] * sum_{k in g} (q - 8) x[m, k]
+//                  + zero_c[g, n] * sum_{k in g} x[m, k]
+// The per-group sum of x comes from one more mma per k16 step with an
+// all-ones A operand (its D holds the sum of x for every row of D), so the
+// zero-point term costs one mma per step, not one per weight block.
+//
+// Dequantization of one word w (fp16): LOP3 (w & 0x000F000F) ^ 0x64086408 =
+// half2(1024 + q) for nibbles 0 and 4 (the XOR undoes the stored q ^ 8),
+// minus 1032 gives q - 8; nibbles 1 and 5 arrive as 1024 + 16 q and take
+// fma(h, 1/16, -72); w >> 8 gives nibbles 2, 6 and 3, 7 the same way.
+// bf16 (7 mantissa bits, magic 0x4300 = 128): each nibble pair is shifted to
+// bits 0-3 / 16-19 first, then (w' & 0x000F000F) ^ 0x43084308 = 128 + q,
+// minus 136.
+//
+// Work split.  A CTA owns NB consecutive 16-column weight blocks and up to
+// 8 * MT rows of x; its wk warps split K into equal runs of whole chunks
+// (U k16 steps); each warp keeps its partial sums in registers and the wk
+// partials are added through shared memory at the end (no workspace, no
+// atomics: deterministic).  Weight words are loaded DEPTH chunks ahead into
+// registers (ld.global.nc, L1 no-allocate, L2 evict-first: read once).
+#include "matmul_kernels.cuh"
+
+#include <algorithm>
+#include <mutex>
+#include <type_traits>
+
+namespace int4mm {
+namespace {
+
+// ---- PTX wrappers -----------------------------------------------------------
+
+__device__ __forceinline__ uint64_t evict_first_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    return policy;
+}
+
+__device__ __forceinline__ uint32_t ld_stream(const uint32_t *p, uint64_t policy) {
+    uint32_t v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.b32 %0, [%1], %2;\n"
+                 : "=r"(v)
+                 : "l"(p), "l"(policy));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t ld_cached(const uint32_t *p) {
+    uint32_t v;
+    asm volatile("ld.global.nc.b32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint16_t ld_cached16(const uint16_t *p) {
+    uint16_t v;
+    asm volatile("ld.global.nc.b16 %0, [%1];\n" : "=h"(v) : "l"(p));
+    return v;
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ int cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return static_cast<int>(r);
+}
+// The float at the same shared-memory offset as `p`, in CTA `rank` of the cluster.
+__device__ __forceinline__ float ld_cluster(const float *p, int rank) {
+    const uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    uint32_t remote;
+    float v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
+    return v;
+}
+#endif
+
+// A 16-bit value of type T (raw bits) -> fp32.
+template <class T>
+__device__ __forceinline__ float bits_to_float(uint16_t v) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) return __uint_as_float(uint32_t(v) << 16);
+    else return __half2float(__ushort_as_half(v));
+}
+
+// (a & b) ^ c in one LOP3.
+__device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0x6A;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t fma2(uint32_t a, uint32_t b, uint32_t c) {
+    using P = typename Elem<T>::Pair;
+    return as_bits(__hfma2(bits_as<P>(a), bits_as<P>(b), bits_as<P>(c)));
+}
+
+template <class T>
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+}
+
+// One fragment word -> the four A registers holding q - 8 (exact).
+template <class T>
+__device__ __forceinline__ void dequant(uint32_t w, uint32_t (&a)[4]) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        constexpr uint32_t kMagic = 0x43084308u;  // (128 + 8) with the XOR of the stored q ^ 8
+        constexpr uint32_t kOne = 0x3F803F80u, kMinus136 = 0xC308C308u;
+        a[0] = fma2<T>(and_xor(w, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[1] = fma2<T>(and_xor(w >> 4, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[2] = fma2<T>(and_xor(w >> 8, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[3] = fma2<T>(and_xor(w >> 12, 0x000F000Fu, kMagic), kOne, kMinus136);
+    } else {
+        constexpr uint32_t kLo = 0x64086408u;    // 1024 + q  (low nibble, XOR 8 folded in)
+        constexpr uint32_t kHi = 0x64806480u;    // 1024 + 16 q
+        constexpr uint32_t kOne = 0x3C003C00u, kMinus1032 = 0xE408E408u;
+        constexpr uint32_t kSixteenth = 0x2C002C00u, kMinus72 = 0xD480D480u;
+        const uint32_t v = w >> 8;
+        a[0] = fma2<T>(and_xor(w, 0x000F000Fu, kLo), kOne, kMinus1032);
+        a[1] = fma2<T>(and_xor(w, 0x00F000F0u, kHi), kSixteenth, kMinus72);
+        a[2] = fma2<T>(and_xor(v, 0x000F000Fu, kLo), kOne, kMinus1032);
+        a[3] = fma2<T>(and_xor(v, 0x00F000F0u, kHi), kSixteenth, kMinus72);
+    }
+}
+
+template <class T>
+struct DecodeArgs {
+    const T *x;
+    const uint32_t *w;   // fragment-ordered codes
+    const T *s;          // [K/G, N]
+    const T *zc;         // [K/G, N]
+    const T *bias;       // [N] or nullptr
+    T *y;
+    int64_t ldx, ldy;
+    int M, N16, ksteps, gsteps, warp_steps;  // steps are k16 steps; warp_steps % U == 0
+};
+
+// Registers of one chunk: U k16 steps of NB weight words and the x fragments.
+template <int NB, int MT, int U, bool GROUPED>
+struct Chunk {
+    uint32_t w[U][NB];
+    uint32_t x[U][MT][2];
+    // Grouped weights: scales / zero_c of rows g and g + 8, loaded with the
+    // chunks that end a group.
+    uint16_t s[GROUPED ? NB : 1][2], z[GROUPED ? NB : 1][2];
+};
+
+template <class T, int NB, int MT, int U, int DEPTH, bool GROUPED>
+__global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wk = blockDim.x >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int nb0 = blockIdx.x * NB;
+    const int m0 = blockIdx.y * 8 * MT;
+    // K is split over the wk warps of the CTA and the gridDim.z CTAs of a cluster.
+    const int s_begin = (blockIdx.z * wk + warp) * a.warp_steps;
+    const int s_end = min(s_begin + a.warp_steps, a.ksteps);
+    const int nchunks = s_begin < s_end ? (s_end - s_begin) / U : 0;
+
+    const uint64_t policy = evict_first_policy();
+    const int64_t wstride = int64_t(a.N16) * 32;  // words per k16 step
+    const uint32_t *wp = a.w + int64_t(s_begin) * wstride + int64_t(nb0) * 32 + lane;
+
+    // x rows this lane feeds as B columns: m = m0 + 8 mt + g.
+    const uint32_t *xp[MT];
+    bool xvalid[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        const int m = m0 + 8 * mt + g;
+        xvalid[mt] = m < a.M;
+        xp[mt] = reinterpret_cast<const uint32_t *>(a.x + int64_t(xvalid[mt] ? m : 0) * a.ldx +
+                                                    16 * s_begin + 2 * c);
+    }
+    const int64_t N = int64_t(a.N16) * 16;
+    const uint16_t *sp = reinterpret_cast<const uint16_t *>(a.s) + int64_t(nb0) * 16 + g;
+    const uint16_t *zp = reinterpret_cast<const uint16_t *>(a.zc) + int64_t(nb0) * 16 + g;
+
+    // Scales / zero_c of rows g and g + 8 of each block, group `grp`.
+    auto load_scales = [&](uint16_t (&sv)[NB][2], uint16_t (&zv)[NB][2], int grp) {
+        const int64_t row = int64_t(grp) * N;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            sv[b][0] = ld_cached16(sp + row + 16 * b);
+            sv[b][1] = ld_cached16(sp + row + 16 * b + 8);
+            zv[b][0] = ld_cached16(zp + row + 16 * b);
+            zv[b][1] = ld_cached16(zp + row + 16 * b + 8);
+        }
+    };
+    auto ends_group = [&](int chunk) {
+        const int step_end = s_begin + (chunk + 1) * U;
+        return step_end % a.gsteps == 0 || step_end == s_end;
+    };
+
+    auto load = [&](Chunk<NB, MT, U, GROUPED> &ch, int chunk) {
+        const uint32_t *p = wp + int64_t(chunk) * U * wstride;
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int b = 0; b < NB; ++b) ch.w[u][b] = ld_stream(p + u * wstride + 32 * b, policy);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const int off = 8 * (chunk * U + u);  // in 32-bit pairs
+                ch.x[u][mt][0] = xvalid[mt] ? ld_cached(xp[mt] + off) : 0u;
+                ch.x[u][mt][1] = xvalid[mt] ? ld_cached(xp[mt] + off + 4) : 0u;
+            }
+        if constexpr (GROUPED) {
+            if (ends_group(chunk)) load_scales(ch.s, ch.z, (s_begin + (chunk + 1) * U - 1) / a.gsteps);
+        }
+    };
+
+    float acc[NB][MT][4], xs[MT][2];
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[b][mt][i] = 0.0f;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = 0.0f;
+    // Grouped weights fold each group into tot; per-channel ones once, at the end.
+    float tot[GROUPED ? NB : 1][GROUPED ? MT : 1][4] = {};
+
+    auto fold = [&](const uint16_t (&sv)[NB][2], const uint16_t (&zv)[NB][2], float (&out)[NB][MT][4]) {
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const float s0 = bits_to_float<T>(sv[b][0]), s1 = bits_to_float<T>(sv[b][1]);
+            const float z0 = bits_to_float<T>(zv[b][0]), z1 = bits_to_float<T>(zv[b][1]);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                out[b][mt][0] += s0 * acc[b][mt][0] + z0 * xs[mt][0];
+                out[b][mt][1] += s0 * acc[b][mt][1] + z0 * xs[mt][1];
+                out[b][mt][2] += s1 * acc[b][mt][2] + z1 * xs[mt][0];
+                out[b][mt][3] += s1 * acc[b][mt][3] + z1 * xs[mt][1];
+            }
+        }
+    };
+
+    constexpr uint32_t kOnes = std::is_same<T, __nv_bfloat16>::value ? 0x3F803F80u : 0x3C003C00u;
+    const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
+
+    auto compute = [&](const Chunk<NB, MT, U, GROUPED> &ch, int chunk) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                float d[4] = {xs[mt][0], xs[mt][1], 0.0f, 0.0f};
+                mma<T>(d, ones, ch.x[u][mt][0], ch.x[u][mt][1]);
+                xs[mt][0] = d[0];
+                xs[mt][1] = d[1];
+            }
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                uint32_t af[4];
+                dequant<T>(ch.w[u][b], af);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) mma<T>(acc[b][mt], af, ch.x[u][mt][0], ch.x[u][mt][1]);
+            }
+        }
+        if constexpr (GROUPED) {
+            if (ends_group(chunk)) {
+                fold(ch.s, ch.z, tot);
+#pragma unroll
+                for (int b = 0; b < NB; ++b)
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) acc[b][mt][i] = 0.0f;
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = 0.0f;
+            }
+        }
+    };
+
+    // Per-channel: the one scale row, loaded while the weights stream.
+    uint16_t s_pc[NB][2], z_pc[NB][2];
+    if constexpr (!GROUPED) {
+        if (nchunks > 0) load_scales(s_pc, z_pc, 0);
+    }
+
+    // Register ring of DEPTH + 1 chunks; the ring index is static after unrolling.
+    Chunk<NB, MT, U, GROUPED> ring[DEPTH + 1];
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d)
+        if (d < nchunks) load(ring[d], d);
+    for (int base = 0; base < nchunks; base += DEPTH + 1) {
+#pragma unroll
+        for (int r = 0; r <= DEPTH; ++r) {
+            const int chunk = base + r;
+            if (chunk < nchunks) {
+                if (chunk + DEPTH < nchunks) load(ring[(r + DEPTH) % (DEPTH + 1)], chunk + DEPTH);
+                compute(ring[r], chunk);
+            }
+        }
+    }
+    if constexpr (!GROUPED) {
+        if (nchunks > 0) {
+            float out[NB][MT][4] = {};
+            fold(s_pc, z_pc, out);
+#pragma unroll
+            for (int b = 0; b < NB; ++b)
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) acc[b][mt][i] = out[b][mt][i];
+        }
+    }
+
+    auto result = [&](int b, int mt) -> const float(&)[4] {
+        if constexpr (GROUPED) return tot[b][mt];
+        else return acc[b][mt];
+    };
+
+    // Sum the wk warps' partials through shared memory: red[warp][n][m], then
+    // (K split over a cluster) the CTAs' sums through distributed shared memory.
+    constexpr int kCols = NB * 16, kRows = 8 * MT, kTile = kCols * kRows;
+    extern __shared__ float red[];
+    float *part = red + wk * kTile;  // this CTA's sum [n][m]
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            float *r = red + (int64_t(warp) * kCols + b * 16 + g) * kRows + 8 * mt + 2 * c;
+            const float(&v)[4] = result(b, mt);
+            r[0] = v[0];
+            r[1] = v[1];
+            r[8 * kRows] = v[2];
+            r[8 * kRows + 1] = v[3];
+        }
+    __syncthreads();
+    const int rows = min(kRows, a.M - m0);
+    for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < wk; ++w) v += red[w * kTile + i];
+        part[i] = v;
+    }
+    const int ks = gridDim.z;
+    int share = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (ks > 1) {
+        cluster_sync();
+        share = cluster_rank();
+    } else {
+        __syncthreads();
+    }
+#else
+    __syncthreads();
+#endif
+    // CTA `share` of the cluster writes outputs share, share + ks, ...
+    const int col0 = nb0 * 16;
+    for (int i = threadIdx.x + share * blockDim.x; i < rows * kCols; i += ks * blockDim.x) {
+        const int m = i / kCols, n = i % kCols;
+        float v = 0.0f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        if (ks > 1) {
+            for (int q = 0; q < ks; ++q) v += ld_cluster(part + n * kRows + m, q);
+        } else {
+            v = part[n * kRows + m];
+        }
+#else
+        v = part[n * kRows + m];
+#endif
+        if (a.bias != nullptr) v += Elem<T>::to_float(a.bias[col0 + n]);
+        a.y[int64_t(m0 + m) * a.ldy + col0 + n] = Elem<T>::from_float(v);
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (ks > 1) cluster_sync();  // keep this CTA's shared memory alive until the others read it
+#endif
+}
+
+constexpr int kDepth = 1;  // chunks loaded ahead (2 was never faster: benchmarks/NOTES.md, v5)
+
+template <class T>
+using KernelFn = void (*)(DecodeArgs<T>);
+
+template <class T, int NB, int MT>
+KernelFn<T> pick_u(int u, bool grouped) {
+    if (u == 8) return grouped ? decode_kernel<T, NB, MT, 8, kDepth, true> : decode_kernel<T, NB, MT, 8, kDepth, false>;
+    return grouped ? decode_kernel<T, NB, MT, 4, kDepth, true> : decode_kernel<T, NB, MT, 4, kDepth, false>;
+}
+
+// The kernel of a (validated) config; nb * mt <= 8, and 4 with mt = 4 (larger tiles spill).
+template <class T>
+KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
+    if (c.nb == 4) return c.mt == 2 ? pick_u<T, 4, 2>(c.u, grouped) : pick_u<T, 4, 1>(c.u, grouped);
+    if (c.nb == 2) return c.mt == 2 ? pick_u<T, 2, 2>(c.u, grouped) : pick_u<T, 2, 1>(c.u, grouped);
+    if (c.mt == 4) return pick_u<T, 1, 4>(c.u, grouped);
+    return c.mt == 2 ? pick_u<T, 1, 2>(c.u, grouped) : pick_u<T, 1, 1>(c.u, grouped);
+}
+
+size_t smem_bytes(const DecodeConfig &c) { return size_t(c.wk + 1) * c.nb * 16 * 8 * c.mt * sizeof(float); }
+
+template <class T>
+int4mm_status launch(const DecodeArgs<T> &a, const DecodeConfig &c, cudaStream_t stream) {
+    const bool grouped = a.gsteps != a.ksteps;
+    const dim3 grid(static_cast<unsigned>(a.N16 / c.nb), static_cast<unsigned>((a.M + 8 * c.mt - 1) / (8 * c.mt)),
+                    static_cast<unsigned>(c.ks));
+    const KernelFn<T> kernel = pick_kernel<T>(c, grouped);
+    if (c.ks == 1) {
+        kernel<<<grid, 32 * c.wk, smem_bytes(c), stream>>>(a);
+    } else {
+        cudaLaunchConfig_t lc{};
+        lc.gridDim = grid;
+        lc.blockDim = dim3(32 * c.wk);
+        lc.dynamicSmemBytes = smem_bytes(c);
+        lc.stream = stream;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeClusterDimension;
+        attr[0].val.clusterDim.x = 1;
+        attr[0].val.clusterDim.y = 1;
+        attr[0].val.clusterDim.z = c.ks;
+        lc.attrs = attr;
+        lc.numAttrs = 1;
+        INT4MM_CUDA_TRY(cudaLaunchKernelEx(&lc, kernel, a));
+    }
+    INT4MM_LAUNCH_CHECK("matmul (decode) launch");
+    return INT4MM_OK;
+}
+
+// Per-device facts and resident CTAs per SM of each kernel, measured once
+// (cudaOccupancy...) and cached: the default config depends on them.
+constexpr int kMaxDevices = 64;
+struct DeviceFacts {
+    int sms = 0, major = 0;
+    int8_t occupancy[2][3][3][2][2][8] = {};  // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1]; 0 unknown
+};
+DeviceFacts g_facts[kMaxDevices];
+std::mutex g_facts_mutex;
+
+int4mm_status device_facts(int device, int *sms, int *major) {
+    if (device < 0 || device >= kMaxDevices) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): device %d", device);
+    std::lock_guard<std::mutex> lock(g_facts_mutex);
+    DeviceFacts &f = g_facts[device];
+    if (f.sms == 0) {
+        int s = 0, m = 0;
+        INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&s, cudaDevAttrMultiProcessorCount, device));
+        INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device));
+        f.major = m;
+        f.sms = s;
+    }
+    *sms = f.sms;
+    *major = f.major;
+    return INT4MM_OK;
+}
+
+int log2_small(int v) { return v >= 4 ? 2 : v >= 2 ? 1 : 0; }
+
+// Resident CTAs per SM of config c (0 if it cannot run), cached per device.
+int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeConfig &c, int *out) {
+    int8_t *slot;
+    {
+        std::lock_guard<std::mutex> lock(g_facts_mutex);
+        slot = &g_facts[device].occupancy[dtype == INT4MM_DTYPE_BF16][log2_small(c.nb)][log2_small(c.mt)][c.u == 8]
+                                         [grouped][c.wk - 1];
+        if (*slot != 0) {
+            *out = *slot > 0 ? *slot : 0;
+            return INT4MM_OK;
+        }
+    }
+    int n = 0;
+    int4mm_status st = with_element_type(dtype, [&](auto tag) {
+        using T = decltype(tag);
+        INT4MM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick_kernel<T>(c, grouped), 32 * c.wk,
+                                                                      smem_bytes(c)));
+        return INT4MM_OK;
+    });
+    if (st != INT4MM_OK) return st;
+    std::lock_guard<std::mutex> lock(g_facts_mutex);
+    *slot = static_cast<int8_t>(n > 0 ? std::min(n, 127) : -1);
+    *out = n;
+    return INT4MM_OK;
+}
+
+}  // namespace
+
+bool decode_supported(const MatmulProblem &p) {
+    return p.frag.codes != nullptr && p.mask == nullptr && p.N % 16 == 0 && p.K % 64 == 0 &&
+           (p.group_size == p.K || p.group_size % 64 == 0);
+}
+
+// Default config (measured on H100, benchmarks/NOTES.md, v5).  The kernel is
+// bound by DRAM latency x bytes in flight: each warp has one chunk of
+// nb * u * 128 bytes in flight, so the whole grid has N/16 * 128 * u * wk * ks
+// bytes in flight, independently of nb.  About 4 MB was best for the large
+// shapes (2-2.5 MB for N = 5120 and N = 20480 with short K), provided every
+// CTA is resident at once (a second wave costs up to 40%).
+//  - nb: as many 16-column blocks per CTA as leave >= 256 CTAs.
+//  - u * wk * ks ~ 32768 / (N/16) (bytes in flight / 128), 16 .. 128, at
+//    most K/64 for K >= 4096 (each warp keeps >= 4 steps of work).
+//  - among the splits of that product, the first whose grid fits in one wave.
+int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out) {
+    int sms = 0, major = 0;
+    int4mm_status st = device_facts(device, &sms, &major);
+    if (st != INT4MM_OK) return st;
+    const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
+    const bool grouped = p.group_size != p.K;
+    DecodeConfig best;
+    best.mt = p.M <= 8 ? 1 : p.M <= 16 ? 2 : 4;
+    best.nb = 1;
+    for (int nb : {4, 2}) {
+        if (nb * best.mt <= 4 && n16 % nb == 0 && n16 / nb >= 256) {
+            best.nb = nb;
+            break;
+        }
+    }
+    if (best.mt > 1) {
+        // 9 or more rows (measured at M = 16, x rows K apart): four blocks per
+        // CTA (the x fragments are re-read once per CTA: fewer, wider CTAs
+        // read less of them), 8-step chunks for K >= 8192 or grouped weights,
+        // 8 warps up to N = 8192.
+        best.nb = best.mt == 2 && n16 % 4 == 0 ? 4 : best.mt == 2 && n16 % 2 == 0 ? 2 : 1;
+        best.u = gsteps % 8 == 0 && (grouped || p.K >= 8192) ? 8 : 4;
+        best.wk = n16 <= 512 ? 8 : 4;
+        while (best.wk > 1 && best.wk * best.u > ksteps) best.wk /= 2;
+        best.ks = 1;
+        *out = best;
+        return INT4MM_OK;
+    }
+    int target = 16;
+    while (target < 128 && target * 2 * n16 <= 32768) target *= 2;
+    const int cap = ksteps >= 256 ? ksteps / 4 : ksteps;
+    while (target > 4 && target > cap) target /= 2;
+    // Splits (u, wk, ks) in order of preference; the largest product <= target
+    // whose grid is resident at once.
+    // At 32, per-channel weights prefer u = 4 with 8 warps (16384^2: 47 vs
+    // 54 us), grouped ones u = 8 with 4 (one scale load per group, not per chunk).
+    static const int kChannel[][3] = {{4, 8, 1}, {8, 4, 1}, {4, 4, 1}, {8, 8, 1}, {8, 4, 2}, {4, 4, 2}, {8, 8, 2},
+                                      {4, 8, 2}, {8, 4, 4}, {4, 4, 4}, {8, 2, 1}, {4, 2, 1}, {4, 1, 1}, {8, 1, 1}};
+    static const int kGrouped[][3] = {{8, 4, 1}, {4, 8, 1}, {4, 4, 1}, {8, 8, 1}, {8, 4, 2}, {4, 4, 2}, {8, 8, 2},
+                                      {4, 8, 2}, {8, 4, 4}, {4, 4, 4}, {8, 2, 1}, {4, 2, 1}, {4, 1, 1}, {8, 1, 1}};
+    const auto &kSplits = grouped ? kGrouped : kChannel;
+    DecodeConfig first;
+    for (int t = target; t >= 4; t /= 2) {
+        for (const auto &sp : kSplits) {
+            const int u = sp[0], wk = sp[1], ks = sp[2];
+            if (u * wk * ks != t || gsteps % u != 0 || (ks > 1 && major < 9)) continue;
+            DecodeConfig c = best;
+            c.u = u;
+            c.wk = wk;
+            c.ks = ks;
+            int per_sm = 0;
+            if ((st = blocks_per_sm(device, p.dtype, grouped, c, &per_sm)) != INT4MM_OK) return st;
+            if (per_sm == 0) continue;
+            if (first.nb == 0) first = c;
+            const int64_t ctas = int64_t(n16 / c.nb) * ((p.M + 8 * c.mt - 1) / (8 * c.mt)) * ks;
+            if (ctas <= int64_t(per_sm) * sms) {
+                *out = c;
+                return INT4MM_OK;
+            }
+        }
+    }
+    if (first.nb == 0) {  // nothing resident at once: the smallest CTA
+        first = best;
+        first.u = 4;
+        first.wk = 1;
+        first.ks = 1;
+    }
+    best = first;
+    *out = best;
+    return INT4MM_OK;
+}
+
+int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, DecodeConfig cfg) {
+    if (!decode_supported(p))
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): needs fragment-ordered weights, N %% 16 == 0, "
+                    "K %% 64 == 0, group_size == K or a multiple of 64");
+    int dev = 0;
+    INT4MM_CUDA_TRY(cudaGetDevice(&dev));
+    int4mm_status st;
+    if (cfg.nb <= 0 && (st = decode_default_config(p, dev, &cfg)) != INT4MM_OK) return st;
+    if (cfg.ks <= 0) cfg.ks = 1;
+    if (cfg.ks > 1) {
+        int sms = 0, major = 0;
+        if ((st = device_facts(dev, &sms, &major)) != INT4MM_OK) return st;
+        if (major < 9) return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
+    }
+    const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
+    if ((cfg.nb != 1 && cfg.nb != 2 && cfg.nb != 4) || n16 % cfg.nb != 0 ||
+        (cfg.mt != 1 && cfg.mt != 2 && cfg.mt != 4) || cfg.nb * cfg.mt > (cfg.mt == 4 ? 4 : 8) || (cfg.u != 4 && cfg.u != 8) || gsteps % cfg.u != 0 ||
+        cfg.wk < 1 || cfg.wk > 8 || cfg.ks < 1 || cfg.ks > 8)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): bad config nb=%d mt=%d u=%d wk=%d ks=%d",
+                    cfg.nb, cfg.mt, cfg.u, cfg.wk, cfg.ks);
+    if ((p.M + 8 * cfg.mt - 1) / (8 * cfg.mt) > 65535)
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): M = %d is too large for this kernel", p.M);
+    // Whole chunks per warp; the last warps may get fewer (or none).
+    const int chunks = ksteps / cfg.u;
+    const int warps = cfg.wk * cfg.ks;
+    const int warp_steps = (chunks + warps - 1) / warps * cfg.u;
+    return with_element_type(p.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        DecodeArgs<T> a;
+        a.x = static_cast<const T *>(p.x);
+        a.w = p.frag.codes;
+        a.s = static_cast<const T *>(p.frag.scales);
+        a.zc = static_cast<const T *>(p.frag.zero_c);
+        a.bias = static_cast<const T *>(p.bias);
+        a.y = static_cast<T *>(p.y);
+        a.ldx = p.ldx;
+        a.ldy = p.ldy;
+        a.M = p.M;
+        a.N16 = n16;
+        a.ksteps = ksteps;
+        a.gsteps = gsteps;
+        a.warp_steps = warp_steps;
+        return launch<T>(a, cfg, stream);
+    });
+}
+
+}  // namespace int4mm
