@@ -168,8 +168,8 @@ def test_matmul_prepared(K, N, G, M, path):
     the decode kernel on the same prepared codes up to there (except G = 32,
     which neither supports and which must fall back, still correct).  Forcing
     small_m runs the decode kernel at every M (rows beyond 32 loop)."""
-    if path == "small_m" and M > 256:
-        pytest.skip("decode kernel at large M: covered up to 256 rows")
+    if path == "small_m" and M > 128:
+        pytest.skip("decode kernel at large M: covered up to 128 rows")
     fw = framework("torch")
     w, W = problem(K, N, G, False)
     p = int4mm.prepare(*device_weights(fw, w)[:3])
