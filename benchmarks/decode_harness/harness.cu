@@ -1,0 +1,252 @@
+// Standalone check + timing of the decode kernel (src/cuda/matmul_decode.cu)
+// on synthetic fragment-ordered weights, without the rest of the library
+// (benchmarks/NOTES.md, v5).  Build (any machine with nvcc), run on the GPU:
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I../../src/cuda harness.cu -o harness
+//   ./harness check      every config on ragged shapes, fp16 and bf16, vs float64
+//   ./harness rr         configs interleaved over 5 rounds on the target shapes
+//   ./harness m1 | m16   one-pass sweeps
+// LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x).
+#include "../../src/cuda/matmul_decode.cu"
+#include <cstdarg>
+#include <vector>
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <cstdio>
+#include <cstdlib>
+
+namespace int4mm {
+int4mm_status fail(int4mm_status s, const char *fmt, ...) {
+    va_list ap; va_start(ap, fmt); vfprintf(stderr, fmt, ap); va_end(ap); fprintf(stderr, "\n"); return s;
+}
+int4mm_status fail_cuda(cudaError_t e, const char *w) { fprintf(stderr, "%s: %s\n", w, cudaGetErrorString(e)); return INT4MM_ERR_CUDA; }
+void clear_error() {}
+}
+using namespace int4mm;
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1);} } while (0)
+
+static int g_pad = getenv("LDX_PAD") ? atoi(getenv("LDX_PAD")) : 8;
+static uint64_t rs = 88172645463325252ull;
+static inline uint32_t rnd() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (uint32_t)(rs >> 11); }
+static inline float frand() { return (rnd() & 0xFFFFFF) / 16777216.0f; }
+
+static uint16_t f2h(float f) { __half h = __float2half_rn(f); uint16_t u; memcpy(&u, &h, 2); return u; }
+static float h2f(uint16_t u) { __half h; memcpy(&h, &u, 2); return __half2float(h); }
+static uint16_t f2b(float f) { __nv_bfloat16 h = __float2bfloat16_rn(f); uint16_t u; memcpy(&u, &h, 2); return u; }
+static float b2f(uint16_t u) { uint32_t v = uint32_t(u) << 16; float f; memcpy(&f, &v, 4); return f; }
+
+struct Shape { int K, N, M, G; };
+
+// q (0..15) at (k, n) of the fragment-ordered words.
+static int code_at(const std::vector<uint32_t> &w, int N16, int k, int n) {
+    int nb = n / 16, kb = k / 16, row = n % 16, col = k % 16;
+    int g = row % 8, c = (col % 8) / 2, t = 4 * g + c;
+    int v = (col % 2) + 2 * (row / 8) + 4 * (col / 8);
+    int pos = (v % 2) * 4 + v / 2;
+    uint32_t word = w[(size_t(nb) + size_t(kb) * N16) * 32 + t];
+    return int((word >> (4 * pos)) & 0xF) ^ 8;
+}
+
+struct Case {
+    Shape sh; bool bf16;
+    std::vector<uint32_t> hw; std::vector<uint16_t> hs, hz, hx;
+    uint32_t *dw = nullptr; uint16_t *ds = nullptr, *dz = nullptr, *dx = nullptr, *dy = nullptr;
+    int copies = 1; size_t wwords = 0;
+    std::vector<int> cols; std::vector<double> ref;
+};
+
+static void setup(Case &cs, bool timing) {
+    const Shape &s = cs.sh;
+    size_t wwords = size_t(s.K) * s.N / 8;
+    cs.wwords = wwords;
+    cs.hw.resize(wwords);
+    for (auto &v : cs.hw) v = rnd();
+    size_t ng = size_t(s.K / s.G) * s.N;
+    cs.hs.resize(ng); cs.hz.resize(ng);
+    for (size_t i = 0; i < ng; ++i) {
+        float sc = (0.5f + frand()) * 0.02f;
+        float z = frand() * 15.0f;  // non-integral zero points
+        if (cs.bf16) { cs.hs[i] = f2b(sc); cs.hz[i] = f2b(-(z - 8.0f) * b2f(cs.hs[i])); }
+        else { cs.hs[i] = f2h(sc); cs.hz[i] = f2h(-(z - 8.0f) * h2f(cs.hs[i])); }
+    }
+    size_t ldx = size_t(s.K) + g_pad;
+    cs.hx.resize(size_t(s.M) * ldx);
+    for (auto &v : cs.hx) { float f = frand() * 2.0f - 1.0f; v = cs.bf16 ? f2b(f) : f2h(f); }
+    size_t wbytes = wwords * 4;
+    cs.copies = timing ? std::max<size_t>(1, (300u << 20) / wbytes + 1) : 1;
+    CK(cudaMalloc(&cs.dw, wbytes * cs.copies));
+    for (int i = 0; i < cs.copies; ++i) CK(cudaMemcpy((char *)cs.dw + i * wbytes, cs.hw.data(), wbytes, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&cs.ds, ng * 2)); CK(cudaMalloc(&cs.dz, ng * 2));
+    CK(cudaMemcpy(cs.ds, cs.hs.data(), ng * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(cs.dz, cs.hz.data(), ng * 2, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&cs.dx, cs.hx.size() * 2));
+    CK(cudaMemcpy(cs.dx, cs.hx.data(), cs.hx.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&cs.dy, size_t(s.M) * (s.N + 8) * 2));
+}
+static void teardown(Case &cs) { cudaFree(cs.dw); cudaFree(cs.ds); cudaFree(cs.dz); cudaFree(cs.dx); cudaFree(cs.dy); }
+
+static MatmulProblem problem(Case &cs, int copy) {
+    MatmulProblem p{};
+    const Shape &s = cs.sh;
+    p.x = cs.dx; p.y = cs.dy; p.bias = nullptr; p.mask = nullptr; p.qweight = nullptr;
+    p.ldx = s.K + g_pad; p.ldy = s.N + 8; p.M = s.M; p.N = s.N; p.K = s.K; p.group_size = s.G; p.group_shift = -1;
+    p.dtype = cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16;
+    p.frag.codes = cs.dw + size_t(copy) * cs.wwords; p.frag.scales = cs.ds; p.frag.zero_c = cs.dz;
+    return p;
+}
+
+static double check(Case &cs, DecodeConfig cfg) {
+    const Shape &s = cs.sh;
+    size_t ny = size_t(s.M) * (s.N + 8);
+    CK(cudaMemset(cs.dy, 0xFF, ny * 2));  // NaN poison
+    MatmulProblem p = problem(cs, 0);
+    if (launch_matmul_decode(p, 0, cfg) != INT4MM_OK) { printf("launch failed\n"); return 1e9; }
+    CK(cudaDeviceSynchronize());
+    std::vector<uint16_t> hy(ny);
+    CK(cudaMemcpy(hy.data(), cs.dy, ny * 2, cudaMemcpyDeviceToHost));
+    int N16 = s.N / 16;
+    auto tf = [&](uint16_t u) { return cs.bf16 ? b2f(u) : h2f(u); };
+    std::vector<int> &cols = cs.cols;
+    if (cols.empty()) {
+        int step = std::max(1, s.N / 96);
+        for (int n = 0; n < s.N; n += step) cols.push_back(n);
+        cols.push_back(s.N - 1);
+        for (int m = 0; m < s.M; ++m)
+            for (int n : cols) {
+                double ref = 0;
+                for (int k = 0; k < s.K; ++k) {
+                    int q = code_at(cs.hw, N16, k, n);
+                    size_t gi = size_t(k / s.G) * s.N + n;
+                    double w = (q - 8) * double(tf(cs.hs[gi])) + double(tf(cs.hz[gi]));
+                    ref += double(tf(cs.hx[size_t(m) * (s.K + g_pad) + k])) * w;
+                }
+                cs.ref.push_back(ref);
+            }
+    }
+    double num = 0, den = 0; int nan = 0;
+    size_t ri = 0;
+    for (int m = 0; m < s.M; ++m)
+        for (int n : cols) {
+            double ref = cs.ref[ri++];
+            double got = tf(hy[size_t(m) * (s.N + 8) + n]);
+            if (std::isnan(got)) ++nan;
+            num += (got - ref) * (got - ref); den += ref * ref;
+        }
+    // every element written: no NaN anywhere in [M, N]
+    for (int m = 0; m < s.M; ++m) for (int n = 0; n < s.N; ++n) if (std::isnan(tf(hy[size_t(m) * (s.N + 8) + n]))) ++nan;
+    // padding untouched
+    for (int m = 0; m < s.M; ++m) for (int n = s.N; n < s.N + 8; ++n) if (hy[size_t(m) * (s.N + 8) + n] != 0xFFFF) ++nan;
+    if (nan) return 1e9 + nan;
+    return std::sqrt(num / den);
+}
+
+static float time_cfg(Case &cs, DecodeConfig cfg, int launches = 20, int reps = 7) {
+    cudaStream_t st; CK(cudaStreamCreate(&st));
+    cudaGraph_t graph; cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < launches; ++i) {
+        MatmulProblem p = problem(cs, i % cs.copies);
+        if (launch_matmul_decode(p, st, cfg) != INT4MM_OK) { printf("launch failed in capture\n"); exit(1); }
+    }
+    CK(cudaStreamEndCapture(st, &graph));
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaEvent_t a, b; CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+    CK(cudaGraphLaunch(exec, st)); CK(cudaStreamSynchronize(st));
+    std::vector<float> ts;
+    for (int r = 0; r < reps; ++r) {
+        CK(cudaEventRecord(a, st)); CK(cudaGraphLaunch(exec, st)); CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b)); float ms; CK(cudaEventElapsedTime(&ms, a, b)); ts.push_back(ms * 1000.f / launches);
+    }
+    std::sort(ts.begin(), ts.end());
+    cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
+    return ts[ts.size() / 2];
+}
+
+int main(int argc, char **argv) {
+    std::string mode = argc > 1 ? argv[1] : "check";
+    int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    if (mode == "check") {
+        // correctness over configs and shapes
+        std::vector<Shape> shapes = {{1024, 1024, 1, 1024}, {1024, 1024, 3, 128}, {2048, 528, 1, 64}, {4096, 4096, 1, 4096},
+                                     {4096, 4096, 16, 128}, {1024, 2048, 32, 64}, {5120, 5120, 7, 128}, {8192, 1024, 40, 8192},
+                                     {640, 272, 9, 64}, {192, 16, 5, 192}};
+        int fails = 0, n = 0; double worst = 0;
+        for (int bf = 0; bf < 2; ++bf)
+            for (auto sh : shapes) {
+                Case cs; cs.sh = sh; cs.bf16 = bf; setup(cs, false);
+                for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) { const int d = 1; (void)d;
+                    if (nb * mt > (mt == 4 ? 4 : 8) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+                    DecodeConfig cfg{nb, mt, u, wk, ks};
+                    double e = check(cs, cfg); ++n;
+                    double tol = bf ? 8e-3 : 1e-3;
+                    worst = std::max(worst, e < 1e8 ? e : 0.0);
+                    if (!(e < tol)) { ++fails; printf("FAIL %s K=%d N=%d M=%d G=%d nb=%d mt=%d u=%d wk=%d d=%d ks=%d err=%g\n", bf ? "bf16" : "fp16", sh.K, sh.N, sh.M, sh.G, nb, mt, u, wk, d, ks, e); }
+                }
+                { double e = check(cs, DecodeConfig{}); ++n; if (!(e < (bf ? 8e-3 : 1e-3))) { ++fails; printf("FAIL default %g\n", e); } }
+                teardown(cs);
+            }
+        printf("check: %d cases, %d failures, worst rel err %.3g\n", n, fails, worst);
+        return fails ? 1 : 0;
+    }
+    if (mode == "rr") {
+        std::vector<Shape> shapes = {{16384, 16384, 1, 16384}, {16384, 16384, 1, 128}, {5120, 5120, 1, 5120},
+                               {8192, 28672, 16, 8192}, {8192, 8192, 16, 8192}, {16384, 16384, 16, 16384}, {8192, 8192, 8, 8192}, {5120, 20480, 16, 5120}};
+        if (getenv("SHAPES_M1")) shapes = {{16384, 16384, 1, 16384}};
+        for (auto sh : shapes) {
+            Case cs; cs.sh = sh; cs.bf16 = false; setup(cs, true);
+            int mt = sh.M <= 8 ? 1 : 2;
+            std::vector<DecodeConfig> cands;
+            for (int nb : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {4, 8}) for (int ks : {1, 2}) {
+                if (nb * mt > 8 || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+                cands.push_back(DecodeConfig{nb, mt, u, wk, ks});
+            }
+            MatmulProblem p0 = problem(cs, 0);
+            { DecodeConfig dc; decode_default_config(p0, 0, &dc); cands.push_back(dc); }
+            std::vector<std::vector<float>> t(cands.size());
+            for (int r = 0; r < 5; ++r)
+                for (size_t i = 0; i < cands.size(); ++i) t[i].push_back(time_cfg(cs, cands[i], 20, 3));
+            std::vector<std::pair<float, int>> med;
+            for (size_t i = 0; i < cands.size(); ++i) { auto v = t[i]; std::sort(v.begin(), v.end()); med.push_back({v[2], (int)i}); }
+            double bytes = double(sh.K) * sh.N / 2 + double(sh.K / sh.G) * sh.N * 4;
+            std::string line;
+            for (size_t i = 0; i < cands.size(); ++i) { char b[48]; auto &c = cands[i]; snprintf(b, sizeof b, " %d%d%d%d:%.1f", c.nb, c.u, c.wk, c.ks, med[i].first); line += b; }
+            auto d = cands.back();
+            printf("K=%d N=%d M=%d G=%d default nb%d u%d wk%d ks%d %.2f us\n", sh.K, sh.N, sh.M, sh.G, d.nb, d.u, d.wk, d.ks, med.back().first);
+            std::sort(med.begin(), med.end());
+            for (int j = 0; j < 5; ++j) { auto &c = cands[med[j].second]; printf("   top%d nb%d u%d wk%d ks%d %.2f us %.2f TB/s\n", j, c.nb, c.u, c.wk, c.ks, med[j].first, bytes / med[j].first / 1e6); }
+            fflush(stdout);
+            teardown(cs);
+        }
+        return 0;
+    }
+    // timing
+    std::vector<Shape> shapes;
+    if (mode == "m1") shapes = {{16384, 16384, 1, 16384}, {8192, 28672, 1, 8192}, {28672, 8192, 1, 28672}, {8192, 8192, 1, 8192},
+                               {5120, 20480, 1, 5120}, {20480, 5120, 1, 20480}, {5120, 5120, 1, 5120}, {1024, 1024, 1, 1024},
+                               {16384, 16384, 1, 128}, {8192, 8192, 1, 128}};
+    else shapes = {{8192, 28672, 16, 8192}, {8192, 8192, 16, 8192}, {8192, 8192, 16, 128}, {8192, 8192, 32, 8192}, {8192, 28672, 32, 8192},
+                   {8192, 8192, 8, 8192}, {8192, 8192, 4, 8192}, {8192, 8192, 64, 8192}};
+    for (auto sh : shapes) {
+        Case cs; cs.sh = sh; cs.bf16 = false; setup(cs, true);
+        MatmulProblem p0 = problem(cs, 0);
+        DecodeConfig def; decode_default_config(p0, 0, &def);
+        float tdef = time_cfg(cs, def);
+        double bytes = double(sh.K) * sh.N / 2 + double(sh.K / sh.G) * sh.N * 4;
+        printf("K=%d N=%d M=%d G=%d default(nb%d mt%d u%d wk%d ks%d) %.2f us %.2f TB/s\n", sh.K, sh.N, sh.M, sh.G, def.nb, def.mt, def.u, def.wk, def.ks,
+               tdef, bytes / tdef / 1e6);
+        float best = 1e30; DecodeConfig bc{};
+        std::string line;
+        for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {4, 8}) for (int ks : {1, 2, 4}) {
+            if (nb * mt > 4 || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+            if (mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;
+            DecodeConfig cfg{nb, mt, u, wk, ks};
+            float t = time_cfg(cs, cfg);
+            char buf[64]; snprintf(buf, sizeof buf, " %d%d%d%d%d:%.1f", nb, mt, u, wk, ks, t); line += buf;
+            if (t < best) { best = t; bc = cfg; }
+        }
+        printf("   sweep(nb mt u wk ks:us)%s\n   best nb%d mt%d u%d wk%d ks%d %.2f us %.2f TB/s\n", line.c_str(), bc.nb, bc.mt, bc.u, bc.wk, bc.ks, best, bytes / best / 1e6);
+        fflush(stdout);
+        teardown(cs);
+    }
+    return 0;
+}
