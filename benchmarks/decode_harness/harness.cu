@@ -21,6 +21,12 @@ int4mm_status fail(int4mm_status s, const char *fmt, ...) {
 }
 int4mm_status fail_cuda(cudaError_t e, const char *w) { fprintf(stderr, "%s: %s\n", w, cudaGetErrorString(e)); return INT4MM_ERR_CUDA; }
 void clear_error() {}
+int4mm_status device_attrs(int device, DeviceAttrs *out) {
+    cudaDeviceGetAttribute(&out->major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&out->minor, cudaDevAttrComputeCapabilityMinor, device);
+    cudaDeviceGetAttribute(&out->sms, cudaDevAttrMultiProcessorCount, device);
+    return INT4MM_OK;
+}
 }
 using namespace int4mm;
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1);} } while (0)

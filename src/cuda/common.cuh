@@ -28,6 +28,13 @@ int4mm_status fail_cuda(cudaError_t err, const char *what);
 // Clears the per-thread message (called at the start of each entry point).
 void clear_error();
 
+// Compute capability and SM count of `device`, queried once and cached
+// (thread-safe; lock-free after the first call).  Defined in runtime.cu.
+struct DeviceAttrs {
+    int major = 0, minor = 0, sms = 0;
+};
+int4mm_status device_attrs(int device, DeviceAttrs *out);
+
 inline bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }

@@ -106,6 +106,7 @@ MatmulProblem make_problem(const int4mm_matmul_args &a) {
     p.bias = a.bias;
     p.y = a.y;
     p.dtype = a.dtype;
+    p.device = a.device;
     p.ldx = a.ldx;
     p.ldy = a.ldy;
     p.M = static_cast<int>(a.M);

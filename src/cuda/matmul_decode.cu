@@ -34,21 +34,16 @@
 // atomics: deterministic).  Weight words are loaded DEPTH chunks ahead into
 // registers (ld.global.nc, L1 no-allocate, L2 evict-first: read once).
 #include "matmul_kernels.cuh"
+#include "mma_ptx.cuh"
 
 #include <algorithm>
-#include <mutex>
+#include <atomic>
 #include <type_traits>
 
 namespace int4mm {
 namespace {
 
 // ---- PTX wrappers -----------------------------------------------------------
-
-__device__ __forceinline__ uint64_t evict_first_policy() {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-    return policy;
-}
 
 __device__ __forceinline__ uint32_t ld_stream(const uint32_t *p, uint64_t policy) {
     uint32_t v;
@@ -104,49 +99,26 @@ __device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) 
     return d;
 }
 
-template <class T>
-__device__ __forceinline__ uint32_t fma2(uint32_t a, uint32_t b, uint32_t c) {
-    using P = typename Elem<T>::Pair;
-    return as_bits(__hfma2(bits_as<P>(a), bits_as<P>(b), bits_as<P>(c)));
-}
-
-template <class T>
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-}
-
 // One fragment word -> the four A registers holding q - 8 (exact).
 template <class T>
 __device__ __forceinline__ void dequant(uint32_t w, uint32_t (&a)[4]) {
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
         constexpr uint32_t kMagic = 0x43084308u;  // (128 + 8) with the XOR of the stored q ^ 8
         constexpr uint32_t kOne = 0x3F803F80u, kMinus136 = 0xC308C308u;
-        a[0] = fma2<T>(and_xor(w, 0x000F000Fu, kMagic), kOne, kMinus136);
-        a[1] = fma2<T>(and_xor(w >> 4, 0x000F000Fu, kMagic), kOne, kMinus136);
-        a[2] = fma2<T>(and_xor(w >> 8, 0x000F000Fu, kMagic), kOne, kMinus136);
-        a[3] = fma2<T>(and_xor(w >> 12, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[0] = fma2_bits<T>(and_xor(w, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[1] = fma2_bits<T>(and_xor(w >> 4, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[2] = fma2_bits<T>(and_xor(w >> 8, 0x000F000Fu, kMagic), kOne, kMinus136);
+        a[3] = fma2_bits<T>(and_xor(w >> 12, 0x000F000Fu, kMagic), kOne, kMinus136);
     } else {
         constexpr uint32_t kLo = 0x64086408u;    // 1024 + q  (low nibble, XOR 8 folded in)
         constexpr uint32_t kHi = 0x64806480u;    // 1024 + 16 q
         constexpr uint32_t kOne = 0x3C003C00u, kMinus1032 = 0xE408E408u;
         constexpr uint32_t kSixteenth = 0x2C002C00u, kMinus72 = 0xD480D480u;
         const uint32_t v = w >> 8;
-        a[0] = fma2<T>(and_xor(w, 0x000F000Fu, kLo), kOne, kMinus1032);
-        a[1] = fma2<T>(and_xor(w, 0x00F000F0u, kHi), kSixteenth, kMinus72);
-        a[2] = fma2<T>(and_xor(v, 0x000F000Fu, kLo), kOne, kMinus1032);
-        a[3] = fma2<T>(and_xor(v, 0x00F000F0u, kHi), kSixteenth, kMinus72);
+        a[0] = fma2_bits<T>(and_xor(w, 0x000F000Fu, kLo), kOne, kMinus1032);
+        a[1] = fma2_bits<T>(and_xor(w, 0x00F000F0u, kHi), kSixteenth, kMinus72);
+        a[2] = fma2_bits<T>(and_xor(v, 0x000F000Fu, kLo), kOne, kMinus1032);
+        a[3] = fma2_bits<T>(and_xor(v, 0x00F000F0u, kHi), kSixteenth, kMinus72);
     }
 }
 
@@ -236,15 +208,19 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         }
     };
 
+    // One group's sums: sum (q - 8) x per block and row group, and sum x per row.
     float acc[NB][MT][4], xs[MT][2];
+    auto reset_sums = [&]() {
 #pragma unroll
-    for (int b = 0; b < NB; ++b)
+        for (int b = 0; b < NB; ++b)
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int i = 0; i < 4; ++i) acc[b][mt][i] = 0.0f;
+                for (int i = 0; i < 4; ++i) acc[b][mt][i] = 0.0f;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = 0.0f;
+        for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = 0.0f;
+    };
+    reset_sums();
     // Grouped weights fold each group into tot; per-channel ones once, at the end.
     float tot[GROUPED ? NB : 1][GROUPED ? MT : 1][4] = {};
 
@@ -272,7 +248,7 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
                 float d[4] = {xs[mt][0], xs[mt][1], 0.0f, 0.0f};
-                mma<T>(d, ones, ch.x[u][mt][0], ch.x[u][mt][1]);
+                mma16816<T>(d, ones, ch.x[u][mt][0], ch.x[u][mt][1]);
                 xs[mt][0] = d[0];
                 xs[mt][1] = d[1];
             }
@@ -281,20 +257,13 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
                 uint32_t af[4];
                 dequant<T>(ch.w[u][b], af);
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) mma<T>(acc[b][mt], af, ch.x[u][mt][0], ch.x[u][mt][1]);
+                for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[b][mt], af, ch.x[u][mt][0], ch.x[u][mt][1]);
             }
         }
         if constexpr (GROUPED) {
             if (ends_group(chunk)) {
                 fold(ch.s, ch.z, tot);
-#pragma unroll
-                for (int b = 0; b < NB; ++b)
-#pragma unroll
-                    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) acc[b][mt][i] = 0.0f;
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = 0.0f;
+                reset_sums();
             }
         }
     };
@@ -444,43 +413,26 @@ int4mm_status launch(const DecodeArgs<T> &a, const DecodeConfig &c, cudaStream_t
     return INT4MM_OK;
 }
 
-// Per-device facts and resident CTAs per SM of each kernel, measured once
-// (cudaOccupancy...) and cached: the default config depends on them.
+// Resident CTAs per SM of each kernel, measured once per device
+// (cudaOccupancy...) and cached: the default config depends on them.  Read
+// lock-free on every call; a slot is written at most once per value.
 constexpr int kMaxDevices = 64;
-struct DeviceFacts {
-    int sms = 0, major = 0;
-    int8_t occupancy[2][3][3][2][2][8] = {};  // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1]; 0 unknown
+struct Occupancy {
+    std::atomic<int8_t> slot[2][3][3][2][2][8];  // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1]; 0 unknown
 };
-DeviceFacts g_facts[kMaxDevices];
-std::mutex g_facts_mutex;
-
-int4mm_status device_facts(int device, int *sms, int *major) {
-    if (device < 0 || device >= kMaxDevices) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): device %d", device);
-    std::lock_guard<std::mutex> lock(g_facts_mutex);
-    DeviceFacts &f = g_facts[device];
-    if (f.sms == 0) {
-        int s = 0, m = 0;
-        INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&s, cudaDevAttrMultiProcessorCount, device));
-        INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device));
-        f.major = m;
-        f.sms = s;
-    }
-    *sms = f.sms;
-    *major = f.major;
-    return INT4MM_OK;
-}
+Occupancy g_occupancy[kMaxDevices];
 
 int log2_small(int v) { return v >= 4 ? 2 : v >= 2 ? 1 : 0; }
 
-// Resident CTAs per SM of config c (0 if it cannot run), cached per device.
+// Resident CTAs per SM of config c (0 if it cannot run).
 int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeConfig &c, int *out) {
-    int8_t *slot;
-    {
-        std::lock_guard<std::mutex> lock(g_facts_mutex);
-        slot = &g_facts[device].occupancy[dtype == INT4MM_DTYPE_BF16][log2_small(c.nb)][log2_small(c.mt)][c.u == 8]
-                                         [grouped][c.wk - 1];
-        if (*slot != 0) {
-            *out = *slot > 0 ? *slot : 0;
+    std::atomic<int8_t> *slot = nullptr;
+    if (device >= 0 && device < kMaxDevices) {
+        slot = &g_occupancy[device].slot[dtype == INT4MM_DTYPE_BF16][log2_small(c.nb)][log2_small(c.mt)][c.u == 8]
+                                        [grouped][c.wk - 1];
+        const int8_t v = slot->load(std::memory_order_relaxed);
+        if (v != 0) {
+            *out = v > 0 ? v : 0;
             return INT4MM_OK;
         }
     }
@@ -492,8 +444,7 @@ int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeCon
         return INT4MM_OK;
     });
     if (st != INT4MM_OK) return st;
-    std::lock_guard<std::mutex> lock(g_facts_mutex);
-    *slot = static_cast<int8_t>(n > 0 ? std::min(n, 127) : -1);
+    if (slot) slot->store(static_cast<int8_t>(n > 0 ? std::min(n, 127) : -1), std::memory_order_relaxed);
     *out = n;
     return INT4MM_OK;
 }
@@ -516,9 +467,10 @@ bool decode_supported(const MatmulProblem &p) {
 //    most K/64 for K >= 4096 (each warp keeps >= 4 steps of work).
 //  - among the splits of that product, the first whose grid fits in one wave.
 int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out) {
-    int sms = 0, major = 0;
-    int4mm_status st = device_facts(device, &sms, &major);
+    DeviceAttrs attrs;
+    int4mm_status st = device_attrs(device, &attrs);
     if (st != INT4MM_OK) return st;
+    const int sms = attrs.sms, major = attrs.major;
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     const bool grouped = p.group_size != p.K;
     DecodeConfig best;
@@ -591,15 +543,13 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     if (!decode_supported(p))
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): needs fragment-ordered weights, N %% 16 == 0, "
                     "K %% 64 == 0, group_size == K or a multiple of 64");
-    int dev = 0;
-    INT4MM_CUDA_TRY(cudaGetDevice(&dev));
     int4mm_status st;
-    if (cfg.nb <= 0 && (st = decode_default_config(p, dev, &cfg)) != INT4MM_OK) return st;
+    if (cfg.nb <= 0 && (st = decode_default_config(p, p.device, &cfg)) != INT4MM_OK) return st;
     if (cfg.ks <= 0) cfg.ks = 1;
     if (cfg.ks > 1) {
-        int sms = 0, major = 0;
-        if ((st = device_facts(dev, &sms, &major)) != INT4MM_OK) return st;
-        if (major < 9) return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
+        DeviceAttrs attrs;
+        if ((st = device_attrs(p.device, &attrs)) != INT4MM_OK) return st;
+        if (attrs.major < 9) return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
     }
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     if ((cfg.nb != 1 && cfg.nb != 2 && cfg.nb != 4) || n16 % cfg.nb != 0 ||

@@ -44,6 +44,7 @@ struct MatmulProblem {
     int group_size;
     int group_shift;          // log2(group_size) when it is a power of two, else -1
     int dtype = INT4MM_DTYPE_FP16;
+    int device = 0;  // the current device (the dispatcher made it so)
     // Dense weights also in the SMALL_M "tiled" layout (prepare_small_m.cu),
     // or nullptr: the v2 SMALL_M kernel then reads qweight (raw).  Ignored
     // for sparse weights and by every other kernel.
@@ -164,7 +165,7 @@ struct DecodeConfig {
     int ks = 0;     // CTAs of a cluster splitting K (sm_90): 1 .. 8
 };
 bool decode_supported(const MatmulProblem &p);
-// The measured default for p on `device` (current); INT4MM_OK or a CUDA failure.
+// The measured default for p on `device`; INT4MM_OK or a CUDA failure.
 int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out);
 int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, DecodeConfig cfg = {});
 

@@ -45,6 +45,7 @@
 // selectors (pruned rows select a zero byte through PRMT's sign mode), and a
 // keep mask built from m8 zeroes pruned halves after the HFMA2.
 #include "matmul_kernels.cuh"
+#include "mma_ptx.cuh"
 
 #include <algorithm>
 #include <type_traits>
@@ -60,12 +61,6 @@ constexpr int kSlotUnit = 512;  // bytes: one 16-byte chunk per lane
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ uint64_t make_evict_first_policy() {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-    return policy;
 }
 
 // 16 bytes, L2 only, evict-first; src_size 0 writes zeros and reads nothing.
@@ -107,29 +102,7 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
     return d;
 }
 
-template <class T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-}
-
-// Packed-pair arithmetic on raw words, in T.
-template <class T>
-__device__ __forceinline__ uint32_t fma2_bits(uint32_t a, uint32_t b, uint32_t c) {
-    using P = typename Elem<T>::Pair;
-    return as_bits(__hfma2(bits_as<P>(a), bits_as<P>(b), bits_as<P>(c)));
-}
+// Packed-pair arithmetic on raw words, in T (fma2_bits: mma_ptx.cuh).
 template <class T>
 __device__ __forceinline__ uint32_t sub2_bits(uint32_t a, uint32_t b) {
     using P = typename Elem<T>::Pair;
@@ -264,7 +237,7 @@ __global__ void __launch_bounds__(kMmaThreads) mma_small_kernel(const TypedProbl
     const int gslabs = p.group_size / 32;
 
     const uint32_t ring = smem_u32(smem) + warp * (STAGES * SLOT) + lane * 16;
-    const uint64_t policy = make_evict_first_policy();
+    const uint64_t policy = evict_first_policy();
 
     bool row_ok[XR];
 #pragma unroll

@@ -80,12 +80,12 @@ int4mm_status device_usable(int device, bool *usable, int *sm_count) {
             return INT4MM_OK;
         }
     }
-    int major = 0, minor = 0, sms = 0;
-    INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    DeviceAttrs attrs;
+    int4mm_status st = device_attrs(device, &attrs);
+    if (st != INT4MM_OK) return st;
+    const int sms = attrs.sms;
     bool ok = false;
-    if (major == 9 && minor == 0) {
+    if (attrs.major == 9 && attrs.minor == 0) {
         int previous = 0;
         INT4MM_CUDA_TRY(cudaGetDevice(&previous));
         if (previous != device) INT4MM_CUDA_TRY(cudaSetDevice(device));

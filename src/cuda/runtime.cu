@@ -6,6 +6,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -220,6 +221,37 @@ void clear_error() {
     g_message[0] = '\0';
     g_cuda_error = 0;
     g_cuda_error_name = "";
+}
+
+namespace {
+constexpr int kMaxCachedDevices = 64;
+struct AttrSlot {
+    std::atomic<int> ready{0};
+    DeviceAttrs value;
+};
+AttrSlot g_attrs[kMaxCachedDevices];
+std::mutex g_attrs_mutex;
+}  // namespace
+
+int4mm_status device_attrs(int device, DeviceAttrs *out) {
+    const bool cached = device >= 0 && device < kMaxCachedDevices;
+    if (cached && g_attrs[device].ready.load(std::memory_order_acquire)) {
+        *out = g_attrs[device].value;
+        return INT4MM_OK;
+    }
+    DeviceAttrs a;
+    INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&a.major, cudaDevAttrComputeCapabilityMajor, device));
+    INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&a.minor, cudaDevAttrComputeCapabilityMinor, device));
+    INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&a.sms, cudaDevAttrMultiProcessorCount, device));
+    if (cached) {
+        std::lock_guard<std::mutex> lock(g_attrs_mutex);
+        if (!g_attrs[device].ready.load(std::memory_order_relaxed)) {
+            g_attrs[device].value = a;
+            g_attrs[device].ready.store(1, std::memory_order_release);
+        }
+    }
+    *out = a;
+    return INT4MM_OK;
 }
 
 }  // namespace int4mm
