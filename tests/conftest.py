@@ -86,6 +86,19 @@ def require_gpu():
         pytest.skip(f"GPU test skipped: {reason}")
 
 
+def jax_gpu():
+    """(jax, jax.numpy, the first JAX GPU device), or skip: no GPU, no jax,
+    or a jax without a GPU backend."""
+    require_gpu()
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    try:
+        device = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("jax has no GPU backend here")
+    return jax, jnp, device
+
+
 @pytest.fixture
 def gpu():
     require_gpu()

@@ -16,7 +16,7 @@ import pytest
 import int4mm
 from int4mm import reference as ref
 
-from .conftest import framework, have, rel_err
+from .conftest import framework, have, jax_gpu, rel_err
 
 TOL_BF16 = 1e-2
 
@@ -260,16 +260,11 @@ def test_bf16_int4linear():
 @pytest.mark.skipif(not have("jax"), reason="jax is not installed")
 def test_bf16_jax():
     torch_fw()  # GPU gate (and the reference weights go through torch)
-    import jax
-    import jax.numpy as jnp
-
-    gpus = [d for d in jax.devices() if d.platform == "gpu"]
-    if not gpus:
-        pytest.skip("jax has no GPU backend here")
+    jax, jnp, gpu = jax_gpu()
     K, N = 256, 64
     w, s, z = weights(K, N, 64, False, "bfloat16", seed=9)
     x32 = ref.bf16_round(np.random.default_rng(4).standard_normal((3, K)).astype(np.float32))
-    put = lambda a, dt=None: jax.device_put(jnp.asarray(a, dtype=dt), gpus[0])
+    put = lambda a, dt=None: jax.device_put(jnp.asarray(a, dtype=dt), gpu)
     y = int4mm.matmul(put(x32, jnp.bfloat16), put(w["qweight"]), put(s, jnp.bfloat16),
                       put(z, jnp.bfloat16))
     assert isinstance(y, jax.Array) and y.dtype == jnp.bfloat16

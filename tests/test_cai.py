@@ -6,7 +6,7 @@ import pytest
 import int4mm
 from int4mm import reference as ref
 
-from .conftest import TOL, framework, rel_err, require_gpu
+from .conftest import TOL, framework, jax_gpu, rel_err
 
 
 def _problem(K=512, N=40, G=128, sparse=False, M=9, seed=0):
@@ -107,13 +107,7 @@ def test_device_array_result_has_cai_and_dlpack():
 
 
 def test_jax_input_if_installed():
-    require_gpu()
-    jax = pytest.importorskip("jax")
-    jnp = pytest.importorskip("jax.numpy")
-    try:
-        gpu = jax.devices("gpu")[0]
-    except RuntimeError:
-        pytest.skip("jax has no GPU backend here")
+    jax, jnp, gpu = jax_gpu()
     w, x, expect = _problem(M=5)
     put = lambda a: jax.device_put(jnp.asarray(a), gpu)
     xs = [put(x)] + [put(w[k]) for k in ("qweight", "scales", "zeros")]

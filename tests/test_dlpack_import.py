@@ -19,7 +19,7 @@ from int4mm import _arrays as A
 from int4mm import reference as ref
 from int4mm.errors import Int4mmTypeError, Int4mmValueError
 
-from .conftest import FakeCAI, have, require_gpu
+from .conftest import FakeCAI, have, jax_gpu, require_gpu
 
 pytest.importorskip("int4mm._int4mm", reason="compiled extension not built")
 
@@ -544,13 +544,7 @@ def test_torch_empty_bf16():
 
 
 def test_jax_bf16_through_dlpack():
-    require_gpu()
-    jax = pytest.importorskip("jax")
-    jnp = pytest.importorskip("jax.numpy")
-    try:
-        gpu = jax.devices("gpu")[0]
-    except RuntimeError:
-        pytest.skip("jax has no GPU backend here")
+    jax, jnp, gpu = jax_gpu()
     ml_dtypes = pytest.importorskip("ml_dtypes")  # a dependency of jax
     host = np.random.default_rng(12).standard_normal((24, 16)).astype(ml_dtypes.bfloat16)
     xj = jax.device_put(jnp.asarray(host), gpu)

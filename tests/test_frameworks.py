@@ -9,7 +9,7 @@ import pytest
 import int4mm
 from int4mm import reference as ref
 
-from .conftest import TOL, framework, rel_err, require_gpu
+from .conftest import TOL, framework, jax_gpu, rel_err
 
 K, N = 512, 256
 
@@ -72,13 +72,7 @@ def test_numba_stream_object(act_order):
 
 @pytest.mark.parametrize("act_order", [False, True])
 def test_jax_results_are_jax_arrays(act_order):
-    require_gpu()
-    jax = pytest.importorskip("jax")
-    jnp = pytest.importorskip("jax.numpy")
-    try:
-        gpu = jax.devices("gpu")[0]
-    except RuntimeError:
-        pytest.skip("jax has no GPU backend here")
+    jax, jnp, gpu = jax_gpu()
     h, x, expect = _problem(act_order=act_order, seed=2)
     put = lambda a: jax.device_put(jnp.asarray(a), gpu)
     w = int4mm.prepare(*(put(h[k]) for k in ("qweight", "scales", "zeros")),
