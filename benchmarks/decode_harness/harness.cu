@@ -4,7 +4,7 @@
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I../../src/cuda harness.cu -o harness
 //   ./harness check      every config on ragged shapes, fp16 and bf16, vs float64
 //   ./harness rr         configs interleaved over 5 rounds on the target shapes
-//   ./harness m1 | m16   one-pass sweeps
+//   ./harness m1 | g1 | m16   one-pass sweeps (g1: M = 1, G = 128)
 // LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x).
 #include "../../src/cuda/matmul_decode.cu"
 #include <cstdarg>
@@ -57,7 +57,7 @@ struct Case {
     Shape sh; bool bf16;
     std::vector<uint32_t> hw; std::vector<uint16_t> hs, hz, hx;
     uint32_t *dw = nullptr; uint16_t *ds = nullptr, *dz = nullptr, *dx = nullptr, *dy = nullptr;
-    int copies = 1; size_t wwords = 0;
+    int copies = 1; size_t wwords = 0, ng = 0;
     std::vector<int> cols; std::vector<double> ref;
 };
 
@@ -82,9 +82,13 @@ static void setup(Case &cs, bool timing) {
     cs.copies = timing ? std::max<size_t>(1, (300u << 20) / wbytes + 1) : 1;
     CK(cudaMalloc(&cs.dw, wbytes * cs.copies));
     for (int i = 0; i < cs.copies; ++i) CK(cudaMemcpy((char *)cs.dw + i * wbytes, cs.hw.data(), wbytes, cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&cs.ds, ng * 2)); CK(cudaMalloc(&cs.dz, ng * 2));
-    CK(cudaMemcpy(cs.ds, cs.hs.data(), ng * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(cs.dz, cs.hz.data(), ng * 2, cudaMemcpyHostToDevice));
+    // scales and zero_c rotate with the weights (grouped ones are 6% of the bytes at G = 128)
+    cs.ng = ng;
+    CK(cudaMalloc(&cs.ds, ng * 2 * cs.copies)); CK(cudaMalloc(&cs.dz, ng * 2 * cs.copies));
+    for (int i = 0; i < cs.copies; ++i) {
+        CK(cudaMemcpy(cs.ds + i * ng, cs.hs.data(), ng * 2, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(cs.dz + i * ng, cs.hz.data(), ng * 2, cudaMemcpyHostToDevice));
+    }
     CK(cudaMalloc(&cs.dx, cs.hx.size() * 2));
     CK(cudaMemcpy(cs.dx, cs.hx.data(), cs.hx.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMalloc(&cs.dy, size_t(s.M) * (s.N + 8) * 2));
@@ -97,7 +101,8 @@ static MatmulProblem problem(Case &cs, int copy) {
     p.x = cs.dx; p.y = cs.dy; p.bias = nullptr; p.mask = nullptr; p.qweight = nullptr;
     p.ldx = s.K + g_pad; p.ldy = s.N + 8; p.M = s.M; p.N = s.N; p.K = s.K; p.group_size = s.G; p.group_shift = -1;
     p.dtype = cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16;
-    p.frag.codes = cs.dw + size_t(copy) * cs.wwords; p.frag.scales = cs.ds; p.frag.zero_c = cs.dz;
+    p.frag.codes = cs.dw + size_t(copy) * cs.wwords; p.frag.scales = cs.ds + size_t(copy) * cs.ng;
+    p.frag.zero_c = cs.dz + size_t(copy) * cs.ng;
     return p;
 }
 
@@ -230,6 +235,8 @@ int main(int argc, char **argv) {
     if (mode == "m1") shapes = {{16384, 16384, 1, 16384}, {8192, 28672, 1, 8192}, {28672, 8192, 1, 28672}, {8192, 8192, 1, 8192},
                                {5120, 20480, 1, 5120}, {20480, 5120, 1, 20480}, {5120, 5120, 1, 5120}, {1024, 1024, 1, 1024},
                                {16384, 16384, 1, 128}, {8192, 8192, 1, 128}};
+    else if (mode == "g1") shapes = {{16384, 16384, 1, 128}, {8192, 28672, 1, 128}, {28672, 8192, 1, 128}, {8192, 8192, 1, 128},
+                                     {5120, 20480, 1, 128}, {20480, 5120, 1, 128}, {5120, 5120, 1, 128}, {1024, 1024, 1, 128}};
     else shapes = {{8192, 28672, 16, 8192}, {8192, 8192, 16, 8192}, {8192, 8192, 16, 128}, {8192, 8192, 32, 8192}, {8192, 28672, 32, 8192},
                    {8192, 8192, 8, 8192}, {8192, 8192, 4, 8192}, {8192, 8192, 64, 8192}};
     for (auto sh : shapes) {
@@ -242,7 +249,7 @@ int main(int argc, char **argv) {
                tdef, bytes / tdef / 1e6);
         float best = 1e30; DecodeConfig bc{};
         std::string line;
-        for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {4, 8}) for (int ks : {1, 2, 4}) {
+        for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
             if (nb * mt > 4 || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
             if (mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;
             DecodeConfig cfg{nb, mt, u, wk, ks};

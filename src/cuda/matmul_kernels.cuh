@@ -131,8 +131,8 @@ constexpr int kSmallMThreshold = 16;
 constexpr int kSmallMThresholdMma = 128;
 // With a wgmma-prepared weight (Hopper), AUTO uses wgmma above this many rows
 // and the decode kernel on the same prepared codes up to it.  Measured on
-// H100 (benchmarks/NOTES.md, v5): decode 8192^2 M = 16 18.9 us, M = 32
-// 44-50 us; wgmma's 64x64 tile 32-33 us for M = 33-64 (v4).
+// H100 (benchmarks/NOTES.md, v5, v6): decode 8192^2 M = 16 18.9-21 us,
+// M = 32 44-87 us; wgmma 28.6 us at M = 32 (cooperative 128x64, split-K).
 constexpr int kWgmmaMinM = 16;
 // 16:32 sparse at M <= this stays on the v1 CUDA-core kernel, which is
 // faster there (H100, 8192^2, G = 128: M = 1 v1 29.7 vs v2 45.1 us, M = 2

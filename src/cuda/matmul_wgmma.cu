@@ -152,19 +152,28 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
     z_out[idx] = elem_from_float<T>(-(z - 8.0f) * elem_to_float(s));
 }
 
-// Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma").
-// - M <= 64 / M <= 128: pingpong 64x64 / 64x128 (x tiles no taller than M
-//   needs: the 64x256 tile ran M = 64 at 87 us on 8192^2, these at 32-37 us).
+// Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma", v6).
+// - M <= 64 / M <= 128: cooperative 128x64 / 128x128 tiles (x tiles no
+//   taller than M needs) with the stream-K scheduler: CUTLASS's heuristic
+//   spreads K over the SMs when the tiles fill less than a wave (8192 x
+//   28672, M = 64: 83 us, was 113 on pingpong 64x64); when the tiles fill
+//   between a quarter and half of the SMs, a plain split-K in two was
+//   faster still (8192^2, M = 32: 28.6 vs 32.7 us).  *splits: 0 = CUTLASS's
+//   heuristic, n > 1 = split-K in n.
 // - M <= 256: pingpong 64x256 (one 64-row weight tile per CTA: N/64 CTAs).
 // - otherwise 128x256 cooperative tiles; when they fill the last wave badly
 //   (e.g. N = 5120, M = 2048: 320 tiles on 132 SMs = 2.4 waves) stream-K
 //   spreads the remainder over all SMs (needs a stream-ordered workspace).
-int choose_config(int64_t M, int64_t N, int sm_count) {
-    if (M <= 64) return 5;
-    if (M <= 128) return 4;
+int choose_config(int64_t M, int64_t N, int sm_count, int *splits) {
+    const int64_t sms = sm_count > 0 ? sm_count : 132;
+    *splits = 0;
+    if (M <= 128) {
+        const int64_t tiles = ((N + 127) / 128) * (M <= 64 ? (M + 63) / 64 : (M + 127) / 128);
+        if (4 * tiles > sms && 2 * tiles <= sms) *splits = 2;
+        return M <= 64 ? 5 : 4;
+    }
     if (M <= 256) return 0;
     int64_t tiles = ((N + 127) / 128) * ((M + 255) / 256);
-    int64_t sms = sm_count > 0 ? sm_count : 132;
     int64_t waves = (tiles + sms - 1) / sms;
     double fill = static_cast<double>(tiles) / static_cast<double>(waves * sms);
     if (fill < 0.9) return 3;
@@ -257,10 +266,11 @@ int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg
     if (!usable)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): device %d is not sm_90 or this build has no sm_90a code",
                     a.device);
-    if (cfg < 0) cfg = choose_config(a.M, a.N, sms);
+    int splits = 0;
+    if (cfg < 0) cfg = choose_config(a.M, a.N, sms, &splits);
     if (cfg >= kNumConfigs) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
-    if (a.dtype == INT4MM_DTYPE_BF16) return detail::run<cutlass::bfloat16_t>(cfg, a, s, sms);
-    return detail::run<cutlass::half_t>(cfg, a, s, sms);
+    if (a.dtype == INT4MM_DTYPE_BF16) return detail::run<cutlass::bfloat16_t>(cfg, a, s, sms, splits);
+    return detail::run<cutlass::half_t>(cfg, a, s, sms, splits);
 }
 
 }  // namespace

@@ -8,8 +8,8 @@ namespace wgmma {
 namespace detail {
 
 template <>
-int4mm_status run<cutlass::half_t>(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
-    return run_impl<cutlass::half_t>(cfg, a, stream, sm_count);
+int4mm_status run<cutlass::half_t>(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+    return run_impl<cutlass::half_t>(cfg, a, stream, sm_count, splits);
 }
 
 }  // namespace detail

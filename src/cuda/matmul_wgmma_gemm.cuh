@@ -95,6 +95,7 @@ struct Config {
     using Kernel =
         cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
     using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+    static constexpr bool kStreamK = std::is_same<Scheduler, cutlass::gemm::StreamKScheduler>::value;
 };
 
 using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -105,20 +106,22 @@ using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
 using StreamK = cutlass::gemm::StreamKScheduler;
 
 // Measured alternatives that lost everywhere (benchmarks/NOTES.md, "wgmma"):
-// cooperative 128x128, pingpong 64x256 with 2x1 / 4x1 clusters, stream-K
-// with a 2x1 cluster.  They are not built.
+// cooperative 128x128 without stream-K at M > 256, pingpong 64x256 with
+// 2x1 / 4x1 clusters, stream-K with a 2x1 cluster.  They are not built.
 template <class MmaT> using Cfg0 = Config<MmaT, 64, 256, 1, Ping, PingEpi>;            // M <= 256
 template <class MmaT> using Cfg1 = Config<MmaT, 128, 256, 1, Coop, CoopEpi>;           // 256 < M <= 512
 template <class MmaT> using Cfg2 = Config<MmaT, 128, 256, 2, Coop, CoopEpi>;           // M > 512
 template <class MmaT> using Cfg3 = Config<MmaT, 128, 256, 1, Coop, CoopEpi, StreamK>;  // badly filled last wave
-// Few rows of x: tiles as tall as M needs (a 256-row x tile at M = 64 was
-// slower than at M = 256: benchmarks/NOTES.md, v4).
-template <class MmaT> using Cfg4 = Config<MmaT, 64, 128, 1, Ping, PingEpi>;            // M <= 128
-template <class MmaT> using Cfg5 = Config<MmaT, 64, 64, 1, Ping, PingEpi>;             // M <= 64
+// Few rows of x: x tiles as tall as M needs (a 256-row x tile at M = 64 was
+// slower than at M = 256: benchmarks/NOTES.md, v4), cooperative so that both
+// consumer warpgroups work, stream-K or split-K so that every SM streams
+// weights (pingpong 64x64 / 64x128 tiles lost: NOTES.md, v6).
+template <class MmaT> using Cfg4 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK>;  // M <= 128
+template <class MmaT> using Cfg5 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK>;   // M <= 64
 constexpr int kNumConfigs = 6;
 
 template <class MmaT, class Cfg>
-int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
+int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
     using Gemm = typename Cfg::Gemm;
     using Kernel = typename Cfg::Kernel;
     using Mainloop = typename Cfg::Mainloop;
@@ -153,6 +156,12 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = sm_count;
     args.scheduler.max_swizzle_size = 1;  // measured best (benchmarks/NOTES.md, "wgmma")
+    if constexpr (Cfg::kStreamK) {
+        if (splits > 1) {
+            args.scheduler.splits = splits;
+            args.scheduler.decomposition_mode = cutlass::gemm::kernel::detail::DecompositionMode::SplitK;
+        }
+    }
 
     if (Gemm::can_implement(args) != cutlass::Status::kSuccess)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): CUTLASS cannot implement M=%d N=%d K=%d G=%d",
@@ -187,18 +196,18 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
 // MmaT (cutlass::half_t or cutlass::bfloat16_t); defined in
 // matmul_wgmma_f16.cu and matmul_wgmma_bf16.cu.
 template <class MmaT>
-int4mm_status run(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count);
+int4mm_status run(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
 
 // The definition both instantiation files use.
 template <class MmaT>
-int4mm_status run_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count) {
+int4mm_status run_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
     switch (cfg) {
-        case 0: return run_config<MmaT, Cfg0<MmaT>>(a, stream, sm_count);
-        case 1: return run_config<MmaT, Cfg1<MmaT>>(a, stream, sm_count);
-        case 2: return run_config<MmaT, Cfg2<MmaT>>(a, stream, sm_count);
-        case 3: return run_config<MmaT, Cfg3<MmaT>>(a, stream, sm_count);
-        case 4: return run_config<MmaT, Cfg4<MmaT>>(a, stream, sm_count);
-        case 5: return run_config<MmaT, Cfg5<MmaT>>(a, stream, sm_count);
+        case 0: return run_config<MmaT, Cfg0<MmaT>>(a, stream, sm_count, splits);
+        case 1: return run_config<MmaT, Cfg1<MmaT>>(a, stream, sm_count, splits);
+        case 2: return run_config<MmaT, Cfg2<MmaT>>(a, stream, sm_count, splits);
+        case 3: return run_config<MmaT, Cfg3<MmaT>>(a, stream, sm_count, splits);
+        case 4: return run_config<MmaT, Cfg4<MmaT>>(a, stream, sm_count, splits);
+        case 5: return run_config<MmaT, Cfg5<MmaT>>(a, stream, sm_count, splits);
         default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     }
 }
