@@ -476,8 +476,11 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     DecodeConfig best;
     best.mt = p.M <= 8 ? 1 : p.M <= 16 ? 2 : 4;
     best.nb = 1;
+    // Grouped weights: 4 blocks per CTA down to 64 CTAs (G = 128, M = 1:
+    // nb = 4 was the fastest on every target shape but 1024^2).
+    const int min_ctas = grouped ? 64 : 256;
     for (int nb : {4, 2}) {
-        if (nb * best.mt <= 4 && n16 % nb == 0 && n16 / nb >= 256) {
+        if (nb * best.mt <= 4 && n16 % nb == 0 && n16 / nb >= min_ctas) {
             best.nb = nb;
             break;
         }
@@ -506,26 +509,32 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     // 54 us), grouped ones u = 8 with 4 (one scale load per group, not per chunk).
     static const int kChannel[][3] = {{4, 8, 1}, {8, 4, 1}, {4, 4, 1}, {8, 8, 1}, {8, 4, 2}, {4, 4, 2}, {8, 8, 2},
                                       {4, 8, 2}, {8, 4, 4}, {4, 4, 4}, {8, 2, 1}, {4, 2, 1}, {4, 1, 1}, {8, 1, 1}};
-    static const int kGrouped[][3] = {{8, 4, 1}, {4, 8, 1}, {4, 4, 1}, {8, 8, 1}, {8, 4, 2}, {4, 4, 2}, {8, 8, 2},
-                                      {4, 8, 2}, {8, 4, 4}, {4, 4, 4}, {8, 2, 1}, {4, 2, 1}, {4, 1, 1}, {8, 1, 1}};
+    static const int kGrouped[][3] = {{8, 4, 1}, {4, 8, 1}, {4, 4, 1}, {8, 8, 1}, {4, 4, 4}, {8, 4, 2}, {4, 4, 2},
+                                      {8, 8, 2}, {4, 8, 2}, {8, 4, 4}, {8, 2, 1}, {4, 2, 1}, {4, 1, 1}, {8, 1, 1}};
     const auto &kSplits = grouped ? kGrouped : kChannel;
+    // Grouped weights with 4 blocks per CTA also want the grid to cover ~all
+    // SMs (20480 x 5120, G = 128: 80 CTAs of nb4 u8 wk8 32.6 us, 320 of nb4
+    // u4 wk4 ks4 27.2 us; 1024^2 stays latency-bound on one small wave); a
+    // second pass drops that wish.
     DecodeConfig first;
-    for (int t = target; t >= 4; t /= 2) {
-        for (const auto &sp : kSplits) {
-            const int u = sp[0], wk = sp[1], ks = sp[2];
-            if (u * wk * ks != t || gsteps % u != 0 || (ks > 1 && major < 9)) continue;
-            DecodeConfig c = best;
-            c.u = u;
-            c.wk = wk;
-            c.ks = ks;
-            int per_sm = 0;
-            if ((st = blocks_per_sm(device, p.dtype, grouped, c, &per_sm)) != INT4MM_OK) return st;
-            if (per_sm == 0) continue;
-            if (first.nb == 0) first = c;
-            const int64_t ctas = int64_t(n16 / c.nb) * ((p.M + 8 * c.mt - 1) / (8 * c.mt)) * ks;
-            if (ctas <= int64_t(per_sm) * sms) {
-                *out = c;
-                return INT4MM_OK;
+    for (int pass = grouped && best.nb == 4 ? 0 : 1; pass < 2; ++pass) {
+        for (int t = target; t >= 4; t /= 2) {
+            for (const auto &sp : kSplits) {
+                const int u = sp[0], wk = sp[1], ks = sp[2];
+                if (u * wk * ks != t || gsteps % u != 0 || (ks > 1 && major < 9)) continue;
+                DecodeConfig c = best;
+                c.u = u;
+                c.wk = wk;
+                c.ks = ks;
+                int per_sm = 0;
+                if ((st = blocks_per_sm(device, p.dtype, grouped, c, &per_sm)) != INT4MM_OK) return st;
+                if (per_sm == 0) continue;
+                if (first.nb == 0) first = c;
+                const int64_t ctas = int64_t(n16 / c.nb) * ((p.M + 8 * c.mt - 1) / (8 * c.mt)) * ks;
+                if (ctas <= int64_t(per_sm) * sms && (pass == 1 || 10 * ctas >= 9 * int64_t(sms))) {
+                    *out = c;
+                    return INT4MM_OK;
+                }
             }
         }
     }
