@@ -166,7 +166,7 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
     if (Gemm::can_implement(args) != cutlass::Status::kSuccess)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): CUTLASS cannot implement M=%d N=%d K=%d G=%d",
                     M, N, K, G);
-    // Only the stream-K configuration needs a workspace (partial tiles +
+    // Only the stream-K configurations need a workspace (partial tiles +
     // flags); it is taken from the stream-ordered pool for the call.
     size_t ws_bytes = Gemm::get_workspace_size(args);
     void *ws = nullptr;
