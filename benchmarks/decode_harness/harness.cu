@@ -237,8 +237,8 @@ int main(int argc, char **argv) {
                                {16384, 16384, 1, 128}, {8192, 8192, 1, 128}};
     else if (mode == "g1") shapes = {{16384, 16384, 1, 128}, {8192, 28672, 1, 128}, {28672, 8192, 1, 128}, {8192, 8192, 1, 128},
                                      {5120, 20480, 1, 128}, {20480, 5120, 1, 128}, {5120, 5120, 1, 128}, {1024, 1024, 1, 128}};
-    else shapes = {{8192, 28672, 16, 8192}, {8192, 8192, 16, 8192}, {8192, 8192, 16, 128}, {8192, 8192, 32, 8192}, {8192, 28672, 32, 8192},
-                   {8192, 8192, 8, 8192}, {8192, 8192, 4, 8192}, {8192, 8192, 64, 8192}};
+    else shapes = {{8192, 28672, 16, 8192}, {8192, 28672, 16, 128}, {8192, 8192, 16, 8192}, {8192, 8192, 16, 128},
+                   {16384, 16384, 16, 16384}, {16384, 16384, 16, 128}, {8192, 8192, 8, 8192}, {8192, 8192, 4, 8192}};
     for (auto sh : shapes) {
         Case cs; cs.sh = sh; cs.bf16 = false; setup(cs, true);
         MatmulProblem p0 = problem(cs, 0);
@@ -250,7 +250,7 @@ int main(int argc, char **argv) {
         float best = 1e30; DecodeConfig bc{};
         std::string line;
         for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
-            if (nb * mt > 4 || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+            if (nb * mt > (mt == 4 ? 4 : 8) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
             if (mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;
             DecodeConfig cfg{nb, mt, u, wk, ks};
             float t = time_cfg(cs, cfg);
