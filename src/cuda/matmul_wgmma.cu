@@ -33,7 +33,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <mutex>
+#include <atomic>
 
 namespace int4mm {
 namespace wgmma {
@@ -59,31 +59,26 @@ __global__ void sm90a_probe_kernel(int *out) {
 #endif
 }
 
-struct DeviceFacts {
-    int checked = 0;  // 0 unknown, 1 known
-    bool usable = false;
-    int sm_count = 0;
-};
+// Whether the sm90a kernels can run on each device: 0 unknown, 1 yes, 2 no.
+// Read lock-free on every call; written once per device (a racing second
+// probe writes the same answer).  The SM count comes from device_attrs.
 constexpr int kMaxDevices = 64;
-DeviceFacts g_facts[kMaxDevices];
-std::mutex g_facts_mutex;
+std::atomic<int> g_usable[kMaxDevices];
 
-// Returns INT4MM_OK with *usable set, or a CUDA failure (recorded).
+// Returns INT4MM_OK with *usable set (and *sm_count when asked), or a CUDA
+// failure (recorded).
 int4mm_status device_usable(int device, bool *usable, int *sm_count) {
     *usable = false;
     if (device < 0 || device >= kMaxDevices) return INT4MM_OK;
-    {
-        std::lock_guard<std::mutex> lock(g_facts_mutex);
-        if (g_facts[device].checked) {
-            *usable = g_facts[device].usable;
-            if (sm_count) *sm_count = g_facts[device].sm_count;
-            return INT4MM_OK;
-        }
-    }
     DeviceAttrs attrs;
     int4mm_status st = device_attrs(device, &attrs);
     if (st != INT4MM_OK) return st;
-    const int sms = attrs.sms;
+    if (sm_count) *sm_count = attrs.sms;
+    const int known = g_usable[device].load(std::memory_order_acquire);
+    if (known != 0) {
+        *usable = known == 1;
+        return INT4MM_OK;
+    }
     bool ok = false;
     if (attrs.major == 9 && attrs.minor == 0) {
         int previous = 0;
@@ -98,12 +93,8 @@ int4mm_status device_usable(int device, bool *usable, int *sm_count) {
             (void)cudaGetLastError();  // no loadable image: not usable, not an error
         }
     }
-    std::lock_guard<std::mutex> lock(g_facts_mutex);
-    g_facts[device].checked = 1;
-    g_facts[device].usable = ok;
-    g_facts[device].sm_count = sms;
+    g_usable[device].store(ok ? 1 : 2, std::memory_order_release);
     *usable = ok;
-    if (sm_count) *sm_count = sms;
     return INT4MM_OK;
 }
 
