@@ -21,7 +21,7 @@ _PATH_NAMES = {v: k for k, v in _PATHS.items()}
 LAYOUT = "raw-v1"
 
 #: Names of the kernel-specific layout sections (INT4MM_LAYOUT_* bits in int4mm.h).
-_LAYOUT_BITS = ((2, "small-m-tiled"), (1, "sm90-wgmma"))
+_LAYOUT_BITS = ((2, "small-m-tiled"), (1, "sm90-wgmma"), (4, "dense-equivalent"))
 
 
 def _layout_name(layout: int) -> str:
@@ -245,7 +245,7 @@ def _converted(like, v, typestr, device, stream, name):
 
 
 def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, validate=True,
-            stream=None, dtype=None) -> PreparedWeight:
+            stream=None, dtype=None, sparse_as_dense=True) -> PreparedWeight:
     """Check quantized weights once and return a :class:`PreparedWeight`.
 
     ``qweight``/``scales``/``zeros``/``mask`` are CUDA arrays in the formats
@@ -264,6 +264,15 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
     activations' dtype the weight will serve.  float16 scales and zeros are
     converted to bfloat16 here, once, for a bfloat16 weight (bfloat16 ones
     cannot serve float16 activations).
+
+    ``sparse_as_dense`` (16:32 weights): when every zero point is an integer
+    in 0..15 (as GPTQ, AWQ and :func:`int4mm.quantize` make them), the
+    prepared copy is made from the weight's exact dense equivalent (pruned
+    weights coded as their zero point, so they dequantize to exactly 0), and
+    the dense kernels run it: dense speed at every M, for about 1x the int4
+    dense weight in device memory.  ``False``, or fractional zero points,
+    keep the 16:32 weight on the kernels that read its raw format (no extra
+    memory, slower).  ``layout`` says which one was made.
     """
     w = _weight(qweight, scales, zeros, mask, group_size, perm)
     qv, mv, sv, zv = w._views
@@ -284,10 +293,22 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
     if w.perm is not None and validate:
         _check_permutation(nat.copy_to_host(w._permview), w.K)
     layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size, w.sparse)
+    source, source_mask, flags = qv, mv, 0
+    if w.sparse and sparse_as_dense:
+        # The sections of the dense equivalent, made from a temporary dense qweight.
+        layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size, False)
+        if layout:
+            dense = A.scratch(qweight, (w.K // 8, w.N), A.INT32, device, s)
+            dv = A.view(dense, "dense equivalent")
+            if nat.sparse_to_dense(qv, mv, zv, dv, w.K, w.N, w.group_size, device, s) is None:
+                source, source_mask, flags = dv, None, nat.LAYOUT_SPARSE_AS_DENSE
+            else:
+                layout = 0  # a fractional zero point: no exact dense equivalent
     if layout:
         buf = A.empty(qweight, (nbytes,), A.UINT8, device, s)
         pv = A.view(buf, "prepared")
-        nat.prepare(layout, qv, mv, sv, zv, w.K, w.N, w.group_size, pv, device, s)
+        nat.prepare(layout, source, source_mask, sv, zv, w.K, w.N, w.group_size, pv, device, s)
+        layout |= flags
         w.prepared, w._pview, w._layout_id = buf, pv, layout
     w.layout = _layout_name(layout)
     if w.perm is None:

@@ -50,6 +50,11 @@ class Config:
     label: str  # legend text
     group_size: int | None  # None: per output channel (G = K)
     sparse: bool  # 16:32 structured sparsity
+    #: Zero points all integers (as GPTQ, AWQ and int4mm.quantize make them);
+    #: otherwise a few are x.5, as reference.random_weights draws them.  A
+    #: 16:32 weight with integer zero points is prepared as its exact dense
+    #: equivalent (int4mm.prepare, sparse_as_dense).
+    integral_zeros: bool = False
 
 
 #: The int4 formats, in table order.  Add a line to benchmark another one.
@@ -57,6 +62,7 @@ CONFIGS = [
     Config("int4", "int4 dense, per-channel", None, False),
     Config("int4_g128", "int4 dense, group 128", 128, False),
     Config("int4_sparse", "int4 16:32 sparse, per-channel", None, True),
+    Config("int4_sparse_iz", "int4 16:32 sparse, per-channel, integer zeros", None, True, True),
     # Config("int4_sparse_g128", "int4 16:32 sparse, group 128", 128, True),
 ]
 BASELINE = "fp16"
@@ -454,6 +460,8 @@ def _host_weights(K: int, N: int, config: Config, seed: int, generator: str) -> 
         w = {k: w[k] for k in ("qweight", "scales", "zeros", "mask")}
     else:
         w = _fast_random_weights(K, N, config.group_size, config.sparse, seed)
+    if config.integral_zeros:
+        w["zeros"] = np.floor(w["zeros"])
     if config.group_size is None:
         w["scales"], w["zeros"] = w["scales"].reshape(N), w["zeros"].reshape(N)
     return w
@@ -626,6 +634,7 @@ def _bench_config(be, stream, args, config: Config | None, rot: Rotation, x, out
                 base = fp16_us.get(M)
                 rec["speedup"] = None if base is None else base / t.us
                 rec["path"] = _chosen_path(M, weights[0]) if args.path == "auto" else args.path
+                rec["layout"] = weights[0].layout
                 rec.update(_check(be, om, M, checks.get(M), W_ref, checks["cols"],
                                   _tolerance(args)))
             if t.mode != "graph":
@@ -993,7 +1002,8 @@ def run(args) -> int:
         "configs": [{"name": BASELINE, "label": "fp16 cuBLAS" if args.dtype == "float16"
                      else f"{args.dtype} cuBLAS"}]
                    + [{"name": c.name, "label": c.label, "group_size": c.group_size,
-                       "sparse": c.sparse} for c in configs],
+                       "sparse": c.sparse, "integral_zeros": c.integral_zeros}
+                      for c in configs],
         "host_overhead": host,
         "records": records,
         "anchors": {f"{k}x{n}x{m}": dict(zip(("fp16_us", "seed", "marlin", "tinygemm"), v))

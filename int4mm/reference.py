@@ -27,6 +27,7 @@ __all__ = [
     "quantize_rtn",
     "random_gptq",
     "random_weights",
+    "sparse_as_dense",
     "unpack_dense",
     "unpack_gptq_zeros",
     "unpack_sparse",
@@ -191,6 +192,28 @@ def dequantize(qweight, scales, zeros, mask=None) -> np.ndarray:
     if keep is not None:
         W = np.where(keep, W, 0.0)
     return W
+
+
+def sparse_as_dense(qweight, mask, zeros) -> np.ndarray:
+    """The dense ``qweight`` of the same matrix as a 16:32 weight whose zero
+    points are all integers in 0..15: kept codes as they are, each pruned
+    weight coded as its zero point, so ``(q - zero) * scale`` is exactly 0
+    there (what ``int4mm.prepare`` builds its dense-equivalent copy from).
+    Raises Int4mmValueError naming the first zero point that is not such an
+    integer."""
+    codes, keep = unpack_sparse(qweight, mask)
+    K, N = codes.shape
+    z = np.asarray(zeros, dtype=np.float64).reshape(-1, N)
+    bad = ~((z >= 0) & (z <= 15) & (z == np.round(z)))
+    if bad.any():
+        g, n = np.argwhere(bad)[0]
+        raise Int4mmValueError(
+            f"zeros: [{g}, {n}] is {z[g, n]}: a dense equivalent needs integer zero points "
+            "in 0..15"
+        )
+    G = group_size_of(K, z)
+    zc = np.repeat(z, G, axis=0).astype(np.uint8)
+    return pack_dense(np.where(keep.astype(bool), codes, zc))
 
 
 def matmul(x, qweight, scales, zeros, mask=None, bias=None) -> np.ndarray:

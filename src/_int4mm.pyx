@@ -30,6 +30,7 @@ from int4mm_c cimport (
     INT4MM_LAYOUT_NONE,
     INT4MM_LAYOUT_SM90_WGMMA,
     INT4MM_LAYOUT_SMALL_M_TILED,
+    INT4MM_LAYOUT_SPARSE_AS_DENSE,
     INT4MM_MEM_DEVICE,
     INT4MM_MEM_HOST,
     INT4MM_MEM_HOST_PINNED,
@@ -66,6 +67,7 @@ from int4mm_c cimport (
     int4mm_stream_wait,
     int4mm_unpack_dense,
     int4mm_unpack_sparse,
+    int4mm_sparse_to_dense,
     int4mm_validate_sparse_mask,
     kDLBfloat,
     kDLBool,
@@ -105,6 +107,7 @@ MEM_UNKNOWN = -1
 LAYOUT_NONE = INT4MM_LAYOUT_NONE
 LAYOUT_SM90_WGMMA = INT4MM_LAYOUT_SM90_WGMMA
 LAYOUT_SMALL_M_TILED = INT4MM_LAYOUT_SMALL_M_TILED
+LAYOUT_SPARSE_AS_DENSE = INT4MM_LAYOUT_SPARSE_AS_DENSE
 
 PATH_AUTO = INT4MM_PATH_AUTO
 PATH_SMALL_M = INT4MM_PATH_SMALL_M
@@ -786,6 +789,31 @@ def validate_sparse_mask(ArrayView mask not None, int64_t K, int64_t N, int devi
     if status == INT4MM_ERR_BAD_DATA and bad_k >= 0:
         _raise_status(status, _bad_block_text("mask", bad_k, bad_n, bad_count))
     _check(status)
+
+
+def sparse_to_dense(ArrayView qweight not None, ArrayView mask not None,
+                    ArrayView zeros not None, ArrayView dense not None, int64_t K, int64_t N,
+                    int64_t group_size, int device, uintptr_t stream):
+    """Writes into ``dense`` (int32 (K // 8, N)) the dense equivalent of a 16:32
+    weight whose zero points are all integers in 0..15, pruned weights coded as
+    their zero point; synchronizes ``stream``.  Returns None when it did, else
+    ``(g, n)``, the first zero point that is not such an integer (nothing written)."""
+    cdef int exact = 0
+    cdef int64_t bad_g = -1, bad_n = -1
+    cdef int4mm_status status
+    cdef int dtype = _dtype_code(zeros)
+    _require_matrix(qweight, "qweight", K // 16, N, 4, True)
+    _require_matrix(mask, "mask", K // 32, N, 4, True)
+    _require_matrix(dense, "dense", K // 8, N, 4, True)
+    if group_size <= 0 or zeros.size != (K // group_size) * N or not zeros.c_contiguous:
+        raise Int4mmValueError(f"zeros: expected {K // max(group_size, 1) * N} contiguous values")
+    with nogil:
+        status = int4mm_sparse_to_dense(<const int32_t *>qweight.ptr, <const int32_t *>mask.ptr,
+                                        <const void *>zeros.ptr, dtype, K, N, group_size,
+                                        <int32_t *>dense.ptr, device, stream, &exact, &bad_g,
+                                        &bad_n)
+    _check(status)
+    return None if exact else (bad_g, bad_n)
 
 
 # ---- streams --------------------------------------------------------------------------

@@ -92,6 +92,7 @@ cdef extern from "int4mm.h" nogil:
         INT4MM_LAYOUT_NONE
         INT4MM_LAYOUT_SM90_WGMMA
         INT4MM_LAYOUT_SMALL_M_TILED
+        INT4MM_LAYOUT_SPARSE_AS_DENSE
 
     int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N, int64_t group_size,
                                          int sparse, int *layout, size_t *nbytes)
@@ -125,6 +126,11 @@ cdef extern from "int4mm.h" nogil:
     int4mm_status int4mm_validate_sparse_mask(const int32_t *mask, int64_t K, int64_t N,
                                               int device, uintptr_t stream,
                                               int64_t *bad_k, int64_t *bad_n, int *bad_count)
+    int4mm_status int4mm_sparse_to_dense(const int32_t *qweight, const int32_t *mask,
+                                         const void *zeros, int dtype, int64_t K, int64_t N,
+                                         int64_t group_size, int32_t *dense, int device,
+                                         uintptr_t stream, int *exact, int64_t *bad_g,
+                                         int64_t *bad_n)
 
     int4mm_status int4mm_quantize_rtn(const void *weight, int64_t stride_k, int64_t stride_n,
                                       int dtype, int64_t K, int64_t N, int64_t group_size,

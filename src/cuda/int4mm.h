@@ -149,12 +149,20 @@ int int4mm_matmul_chosen_path(const int4mm_matmul_args *args);
 enum {
     INT4MM_LAYOUT_NONE = 0,          /* raw formats only */
     INT4MM_LAYOUT_SM90_WGMMA = 1,    /* Hopper wgmma mixed-input path (dense) */
-    INT4MM_LAYOUT_SMALL_M_TILED = 2  /* decode / mid-M tensor-core path (dense) */
+    INT4MM_LAYOUT_SMALL_M_TILED = 2, /* decode / mid-M tensor-core path (dense) */
+    /* Not a section: set by the caller on a 16:32 sparse weight whose sections
+     * were made (int4mm_prepare, mask NULL) from its exact dense equivalent
+     * (int4mm_sparse_to_dense).  int4mm_matmul then runs the kernels that read
+     * those sections as for a dense weight, and every other kernel on the
+     * sparse raw arrays (qweight, mask), which stay the weight's truth. */
+    INT4MM_LAYOUT_SPARSE_AS_DENSE = 4
 };
 
 /* The layouts int4mm_prepare() would produce for this weight on `device`
  * (INT4MM_LAYOUT_NONE when no kernel wants one) and the bytes of device
- * memory they need together.  Never fails for lack of a layout. */
+ * memory they need together.  Never fails for lack of a layout.  sparse != 0
+ * gives INT4MM_LAYOUT_NONE: a 16:32 weight gets the layouts of its dense
+ * equivalent instead (see int4mm_sparse_to_dense). */
 int4mm_status int4mm_prepared_layout(int device, int64_t K, int64_t N, int64_t group_size,
                                      int sparse, int *layout, size_t *bytes);
 
@@ -203,6 +211,21 @@ int4mm_status int4mm_pack_sparse(const uint8_t *codes, int64_t codes_stride_k, i
 int4mm_status int4mm_unpack_sparse(const int32_t *qweight, const int32_t *mask, int64_t K, int64_t N,
                                    uint8_t *codes, uint8_t *keep, int device, uintptr_t stream,
                                    int *bad_reason, int64_t *bad_k, int64_t *bad_n, int *bad_count);
+
+/* The dense qweight int32 [K/8, N] (contiguous) of the same matrix as a 16:32
+ * sparse weight (qweight [K/16, N], mask [K/32, N]) whose zero points are all
+ * integers in 0..15: a pruned weight gets code = its zero point, so
+ * (code - zero) * scale is exactly 0 and a dense kernel computes the sparse
+ * product exactly.  zeros: [K/group_size, N] of `dtype` (INT4MM_DTYPE_*);
+ * group_size divides K and is a multiple of 32.  Synchronizes `stream`.
+ * *exact = 1: every zero point is such an integer and `dense` is written.
+ * *exact = 0: *bad_g, *bad_n name the first (row-major) zero point that is
+ * not, and nothing is written.  A mask block that does not keep exactly 16
+ * gives unspecified codes for its column block (never an out-of-bounds read). */
+int4mm_status int4mm_sparse_to_dense(const int32_t *qweight, const int32_t *mask, const void *zeros,
+                                     int dtype, int64_t K, int64_t N, int64_t group_size,
+                                     int32_t *dense, int device, uintptr_t stream, int *exact,
+                                     int64_t *bad_g, int64_t *bad_n);
 
 /* Checks every mask block has popcount 16 (synchronizes `stream`).
  * Returns INT4MM_ERR_BAD_DATA naming the first bad block as above. */

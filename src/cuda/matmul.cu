@@ -21,8 +21,21 @@ int log2_exact(int64_t v) {
 // layout when group_size % 32 == 0 (else the v1 CUDA-core kernel, which
 // streams the weights once per 8 rows of x); LARGE_M's time is flat up to
 // M = 128.  The thresholds are where they cross (measured).
+// A 16:32 weight whose prepared sections hold its exact dense equivalent
+// (INT4MM_LAYOUT_SPARSE_AS_DENSE): the kernels that read those sections run
+// it as dense; the others read its sparse raw arrays.
+bool dense_equivalent(const int4mm_matmul_args &a) {
+    return a.mask != nullptr && a.prepared != nullptr && (a.layout & INT4MM_LAYOUT_SPARSE_AS_DENSE) != 0;
+}
+
+// Whether the prepared sections (if any) describe the weight as the dense
+// kernels see it.
+bool sections_apply(const int4mm_matmul_args &a) {
+    return a.prepared != nullptr && (a.mask == nullptr || dense_equivalent(a));
+}
+
 bool has_wgmma_layout(const int4mm_matmul_args &a) {
-    return a.prepared != nullptr && (a.layout & INT4MM_LAYOUT_SM90_WGMMA) != 0 && a.mask == nullptr;
+    return sections_apply(a) && (a.layout & INT4MM_LAYOUT_SM90_WGMMA) != 0;
 }
 
 int resolve_path(const int4mm_matmul_args &a) {
@@ -134,7 +147,7 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
     if ((st = guard.enter(a.device)) != INT4MM_OK) return st;
     MatmulProblem p = make_problem(a);
     const cudaStream_t stream = as_stream(a.stream);
-    const PreparedSections sec = a.prepared && a.mask == nullptr
+    const PreparedSections sec = sections_apply(a)
                                      ? prepared_sections(a.layout, a.K, a.N, a.group_size)
                                      : PreparedSections{};
     if (sec.tiled_bytes) p.tiled = static_cast<const char *>(a.prepared) + sec.tiled_offset;
@@ -145,7 +158,30 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
         p.frag.scales = base + parts.soff;
         p.frag.zero_c = base + parts.zoff;
     }
-    switch (resolve_path(a)) {
+    const int path = resolve_path(a);
+    if (dense_equivalent(a)) {
+        // Only kernels that read nothing but the prepared sections may see the
+        // dense equivalent (its dense qweight does not exist); the rest run
+        // on the sparse raw arrays below, with the sections ignored.
+        MatmulProblem d = p;
+        d.mask = nullptr;
+        d.qweight = nullptr;
+        if (path == INT4MM_PATH_SMALL_M) {
+            if (decode_supported(d)) return launch_matmul_decode(d, stream);
+            if (d.tiled != nullptr && mma_small_supported(d)) return launch_matmul_mma_small(d, stream, 0, 0);
+        } else if (has_wgmma_layout(a)) {
+            int4mm_matmul_args w = a;
+            w.mask = nullptr;
+            w.qweight = nullptr;
+            w.prepared = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
+            w.layout = INT4MM_LAYOUT_SM90_WGMMA;
+            return launch_matmul_wgmma(w, stream);
+        }
+        p.tiled = nullptr;
+        p.frag = FragWeights{};
+        return path == INT4MM_PATH_SMALL_M ? launch_matmul_small_m(p, stream) : launch_matmul_tc(p, stream);
+    }
+    switch (path) {
         case INT4MM_PATH_SMALL_M:
             return launch_matmul_small_m(p, stream);
         default:

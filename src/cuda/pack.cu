@@ -14,6 +14,7 @@
 // So a refused call writes nothing.  Flat indices are row-major: k * N + n
 // for codes, b * N + n for blocks.  All index arithmetic is 64-bit and every
 // kernel is a grid-stride loop, so K * N beyond 2^31 is fine.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -188,6 +189,60 @@ __global__ void unpack_sparse_kernel(const int32_t *__restrict__ qweight,
             c[i * N] = kept ? static_cast<uint8_t>((packed >> (4 * p)) & 15u) : 0;
             m[i * N] = kept ? 1 : 0;
             p += kept;
+        }
+    }
+}
+
+// ---- sparse -> dense equivalent ------------------------------------------------------
+
+// A zero point (16-bit `dtype` bits) as float.
+__device__ __forceinline__ float zero_value(const uint16_t *zeros, int64_t i, int dtype) {
+    const uint16_t v = zeros[i];
+    if (dtype == INT4MM_DTYPE_BF16) return __uint_as_float(static_cast<uint32_t>(v) << 16);
+    return __half2float(__ushort_as_half(v));
+}
+
+// verdict[0] = the smallest flat index of a zero point that is not an integer
+// in 0..15 (NaN included).
+__global__ void find_fractional_zero(const uint16_t *__restrict__ zeros, int64_t count, int dtype,
+                                     unsigned long long *__restrict__ verdict) {
+    for (int64_t t = first_index(); t < count; t += grid_stride()) {
+        const float z = zero_value(zeros, t, dtype);
+        if (!(z >= 0.0f && z <= 15.0f && z == rintf(z))) {
+            atomicMin(verdict, static_cast<unsigned long long>(t));
+            return;
+        }
+    }
+}
+
+// One thread per (32-row block b, column n): the four dense words of rows
+// 32b .. 32b + 31, pruned rows coded as the block's (integral) zero point.
+// Rank p wraps at 16, so a bad mask block cannot read past its 64 bits.
+__global__ void sparse_to_dense_kernel(const int32_t *__restrict__ qweight,
+                                       const int32_t *__restrict__ mask,
+                                       const uint16_t *__restrict__ zeros, int dtype, int64_t K,
+                                       int64_t N, int64_t group_size, int32_t *__restrict__ dense) {
+    const int64_t blocks = (K / 32) * N;
+    for (int64_t t = first_index(); t < blocks; t += grid_stride()) {
+        const int64_t b = t / N, n = t - b * N;
+        const uint32_t bits = static_cast<uint32_t>(mask[t]);
+        const uint64_t packed =
+            static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b) * N + n])) |
+            (static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b + 1) * N + n])) << 32);
+        const uint32_t zc =
+            static_cast<uint32_t>(zero_value(zeros, ((32 * b) / group_size) * N + n, dtype)) & 15u;
+        int p = 0;
+        for (int j = 0; j < 4; ++j) {
+            uint32_t word = 0;
+            for (int i = 0; i < 8; ++i) {
+                uint32_t code = zc;
+                if ((bits >> (8 * j + i)) & 1u) {
+                    code = static_cast<uint32_t>(packed >> (4 * (p & 15))) & 15u;
+                    ++p;
+                }
+                word |= code << (4 * i);
+            }
+            dense[(4 * b + j) * N + n] = static_cast<int32_t>(word);
         }
     }
 }
@@ -479,6 +534,58 @@ int4mm_status int4mm_validate_sparse_mask(const int32_t *mask, int64_t K, int64_
         if (bad_count) *bad_count = count;
     }
     return s;
+}
+
+int4mm_status int4mm_sparse_to_dense(const int32_t *qweight, const int32_t *mask, const void *zeros,
+                                     int dtype, int64_t K, int64_t N, int64_t group_size,
+                                     int32_t *dense, int device, uintptr_t stream, int *exact,
+                                     int64_t *bad_g, int64_t *bad_n) {
+    static const char fn[] = "int4mm_sparse_to_dense";
+    clear_error();
+    if (exact) *exact = 0;
+    if (bad_g) *bad_g = -1;
+    if (bad_n) *bad_n = -1;
+    if (exact == nullptr) return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: exact is NULL", fn);
+    if (int4mm_status s = check_dims(fn, K, N, 32)) return s;
+    if (dtype != INT4MM_DTYPE_FP16 && dtype != INT4MM_DTYPE_BF16)
+        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: dtype must be FP16 (%d) or BF16 (%d), got %d",
+                            fn, INT4MM_DTYPE_FP16, INT4MM_DTYPE_BF16, dtype);
+    if (group_size < 32 || group_size % 32 != 0 || (K > 0 && K % group_size != 0))
+        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT,
+                            "%s: group_size=%lld must be a multiple of 32 that divides K=%lld", fn,
+                            static_cast<long long>(group_size), static_cast<long long>(K));
+    if (K == 0 || N == 0) {
+        *exact = 1;
+        return INT4MM_OK;
+    }
+    if (int4mm_status s = check_ptr(fn, "qweight", qweight, true)) return s;
+    if (int4mm_status s = check_ptr(fn, "mask", mask, true)) return s;
+    if (int4mm_status s = check_ptr(fn, "zeros", zeros, false)) return s;
+    if (int4mm_status s = check_ptr(fn, "dense", dense, true)) return s;
+    if ((reinterpret_cast<uintptr_t>(zeros) & 1u) != 0)
+        return int4mm::fail(INT4MM_ERR_INVALID_ARGUMENT, "%s: zeros is not 2-byte aligned", fn);
+    DeviceGuard guard;
+    if (int4mm_status s = guard.enter(device)) return s;
+    cudaStream_t st = int4mm::as_stream(stream);
+    const uint16_t *z = static_cast<const uint16_t *>(zeros);
+    const int64_t count = (K / group_size) * N;
+
+    Verdict verdict(st);
+    if (int4mm_status s = verdict.create(1)) return s;
+    find_fractional_zero<<<grid_for(count), kThreads, 0, st>>>(z, count, dtype, verdict.device_words());
+    INT4MM_LAUNCH_CHECK("find_fractional_zero launch");
+    unsigned long long v = kNoOffence;
+    if (int4mm_status s = verdict.read(&v)) return s;
+    if (v != kNoOffence) {
+        if (bad_g) *bad_g = static_cast<int64_t>(v) / N;
+        if (bad_n) *bad_n = static_cast<int64_t>(v) % N;
+        return INT4MM_OK;
+    }
+    sparse_to_dense_kernel<<<grid_for((K / 32) * N), kThreads, 0, st>>>(qweight, mask, z, dtype, K, N,
+                                                                        group_size, dense);
+    INT4MM_LAUNCH_CHECK("sparse_to_dense_kernel launch");
+    *exact = 1;
+    return INT4MM_OK;
 }
 
 }  // extern "C"
