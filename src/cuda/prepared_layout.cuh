@@ -15,7 +15,10 @@
 // both (int4mm_prepare still accepts both bits) works too.
 //
 // Raw arrays stay valid and are still read by the kernels that have no
-// prepared form (sparse weights, odd group sizes).
+// prepared form (odd group sizes, 16:32 weights with fractional zero
+// points).  A 16:32 weight with integer zero points gets the sections of its
+// exact dense equivalent (int4mm_sparse_to_dense), flagged by the caller with
+// INT4MM_LAYOUT_SPARSE_AS_DENSE; its raw arrays stay the sparse ones.
 #ifndef INT4MM_PREPARED_LAYOUT_CUH_
 #define INT4MM_PREPARED_LAYOUT_CUH_
 
