@@ -292,22 +292,21 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
         nat.validate_sparse_mask(mv, w.K, w.N, device, s)
     if w.perm is not None and validate:
         _check_permutation(nat.copy_to_host(w._permview), w.K)
-    layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size, w.sparse)
-    source, source_mask, flags = qv, mv, 0
-    if w.sparse and sparse_as_dense:
-        # The sections of the dense equivalent, made from a temporary dense qweight.
-        layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size, False)
-        if layout:
-            dense = A.scratch(qweight, (w.K // 8, w.N), A.INT32, device, s)
-            dv = A.view(dense, "dense equivalent")
-            if nat.sparse_to_dense(qv, mv, zv, dv, w.K, w.N, w.group_size, device, s) is None:
-                source, source_mask, flags = dv, None, nat.LAYOUT_SPARSE_AS_DENSE
-            else:
-                layout = 0  # a fractional zero point: no exact dense equivalent
+    # A 16:32 weight gets the sections of its dense equivalent (or none).
+    layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size,
+                                         w.sparse and not sparse_as_dense)
+    source, flags = qv, 0
+    if layout and w.sparse:
+        dense = A.scratch(qweight, (w.K // 8, w.N), A.INT32, device, s)
+        dv = A.view(dense, "dense equivalent")
+        if nat.sparse_to_dense(qv, mv, zv, dv, w.K, w.N, w.group_size, device, s) is None:
+            source, flags = dv, nat.LAYOUT_SPARSE_AS_DENSE
+        else:
+            layout = 0  # a fractional zero point: no exact dense equivalent
     if layout:
         buf = A.empty(qweight, (nbytes,), A.UINT8, device, s)
         pv = A.view(buf, "prepared")
-        nat.prepare(layout, source, source_mask, sv, zv, w.K, w.N, w.group_size, pv, device, s)
+        nat.prepare(layout, source, None, sv, zv, w.K, w.N, w.group_size, pv, device, s)
         layout |= flags
         w.prepared, w._pview, w._layout_id = buf, pv, layout
     w.layout = _layout_name(layout)

@@ -17,10 +17,6 @@ int log2_exact(int64_t v) {
     return s;
 }
 
-// The path AUTO resolves to.  SMALL_M is the v2 tensor-core kernel on the raw
-// layout when group_size % 32 == 0 (else the v1 CUDA-core kernel, which
-// streams the weights once per 8 rows of x); LARGE_M's time is flat up to
-// M = 128.  The thresholds are where they cross (measured).
 // A 16:32 weight whose prepared sections hold its exact dense equivalent
 // (INT4MM_LAYOUT_SPARSE_AS_DENSE): the kernels that read those sections run
 // it as dense; the others read its sparse raw arrays.
@@ -38,6 +34,10 @@ bool has_wgmma_layout(const int4mm_matmul_args &a) {
     return sections_apply(a) && (a.layout & INT4MM_LAYOUT_SM90_WGMMA) != 0;
 }
 
+// The path AUTO resolves to.  SMALL_M is the v2 tensor-core kernel on the raw
+// layout when group_size % 32 == 0 (else the v1 CUDA-core kernel, which
+// streams the weights once per 8 rows of x); LARGE_M's time is flat up to
+// M = 128.  The thresholds are where they cross (measured).
 int resolve_path(const int4mm_matmul_args &a) {
     if (a.path == INT4MM_PATH_SMALL_M || a.path == INT4MM_PATH_LARGE_M) return a.path;
     // A weight prepared for Hopper's wgmma kernel: that kernel wins above
@@ -109,6 +109,17 @@ int4mm_status check_pointers(const int4mm_matmul_args &a) {
     return INT4MM_OK;
 }
 
+// The wgmma kernel sees only its own section (and, for a dense equivalent,
+// no mask: the section is the whole weight).
+int4mm_status launch_wgmma_section(const int4mm_matmul_args &a, const PreparedSections &sec,
+                                   cudaStream_t stream) {
+    int4mm_matmul_args w = a;
+    w.mask = nullptr;
+    w.prepared = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
+    w.layout = INT4MM_LAYOUT_SM90_WGMMA;
+    return launch_matmul_wgmma(w, stream);
+}
+
 MatmulProblem make_problem(const int4mm_matmul_args &a) {
     MatmulProblem p;
     p.x = a.x;
@@ -170,12 +181,7 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
             if (decode_supported(d)) return launch_matmul_decode(d, stream);
             if (d.tiled != nullptr && mma_small_supported(d)) return launch_matmul_mma_small(d, stream, 0, 0);
         } else if (has_wgmma_layout(a)) {
-            int4mm_matmul_args w = a;
-            w.mask = nullptr;
-            w.qweight = nullptr;
-            w.prepared = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
-            w.layout = INT4MM_LAYOUT_SM90_WGMMA;
-            return launch_matmul_wgmma(w, stream);
+            return launch_wgmma_section(a, sec, stream);
         }
         p.tiled = nullptr;
         p.frag = FragWeights{};
@@ -185,12 +191,7 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
         case INT4MM_PATH_SMALL_M:
             return launch_matmul_small_m(p, stream);
         default:
-            if (has_wgmma_layout(a)) {
-                int4mm_matmul_args w = a;  // the wgmma kernel sees only its own section
-                w.prepared = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
-                w.layout = INT4MM_LAYOUT_SM90_WGMMA;
-                return launch_matmul_wgmma(w, stream);
-            }
+            if (has_wgmma_layout(a)) return launch_wgmma_section(a, sec, stream);
             return launch_matmul_tc(p, stream);
     }
 }
