@@ -171,6 +171,13 @@ __global__ void find_bad_mask(const int32_t *__restrict__ mask, int64_t blocks,
     }
 }
 
+// The 16 kept codes of 32-row block b of column n: lo | hi << 32.
+__device__ __forceinline__ uint64_t block_codes(const int32_t *__restrict__ qweight, int64_t b,
+                                                int64_t n, int64_t N) {
+    return static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b) * N + n])) |
+           (static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b + 1) * N + n])) << 32);
+}
+
 __global__ void unpack_sparse_kernel(const int32_t *__restrict__ qweight,
                                      const int32_t *__restrict__ mask, int64_t K, int64_t N,
                                      uint8_t *__restrict__ codes, uint8_t *__restrict__ keep) {
@@ -178,9 +185,7 @@ __global__ void unpack_sparse_kernel(const int32_t *__restrict__ qweight,
     for (int64_t t = first_index(); t < blocks; t += grid_stride()) {
         const int64_t b = t / N, n = t - b * N;
         const uint32_t bits = static_cast<uint32_t>(mask[t]);
-        const uint64_t packed =
-            static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b) * N + n])) |
-            (static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b + 1) * N + n])) << 32);
+        const uint64_t packed = block_codes(qweight, b, n, N);
         uint8_t *c = codes + (32 * b) * N + n;
         uint8_t *m = keep + (32 * b) * N + n;
         int p = 0;
@@ -226,9 +231,7 @@ __global__ void sparse_to_dense_kernel(const int32_t *__restrict__ qweight,
     for (int64_t t = first_index(); t < blocks; t += grid_stride()) {
         const int64_t b = t / N, n = t - b * N;
         const uint32_t bits = static_cast<uint32_t>(mask[t]);
-        const uint64_t packed =
-            static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b) * N + n])) |
-            (static_cast<uint64_t>(static_cast<uint32_t>(qweight[(2 * b + 1) * N + n])) << 32);
+        const uint64_t packed = block_codes(qweight, b, n, N);
         const uint32_t zc =
             static_cast<uint32_t>(zero_value(zeros, ((32 * b) / group_size) * N + n, dtype)) & 15u;
         int p = 0;
