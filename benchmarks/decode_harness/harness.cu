@@ -5,6 +5,9 @@
 //   ./harness check      every config on ragged shapes, fp16 and bf16, vs float64
 //   ./harness rr         configs interleaved over 5 rounds on the target shapes
 //   ./harness m1 | g1 | m16   one-pass sweeps (g1: M = 1, G = 128)
+//   SHAPES="K,N,M,G ..." ./harness shapes   the same sweep on those shapes
+//   DEFAULTS_ONLY=1 times the default config only
+//   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers)
 // LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x).
 #include "../../src/cuda/matmul_decode.cu"
 #include <cstdarg>
@@ -25,6 +28,10 @@ int4mm_status device_attrs(int device, DeviceAttrs *out) {
     cudaDeviceGetAttribute(&out->major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&out->minor, cudaDevAttrComputeCapabilityMinor, device);
     cudaDeviceGetAttribute(&out->sms, cudaDevAttrMultiProcessorCount, device);
+    int khz = 0, bits = 0;
+    cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, device);
+    cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, device);
+    out->dram_bytes_per_s = 2.0 * khz * 1e3 * bits / 8.0;
     return INT4MM_OK;
 }
 }
@@ -176,22 +183,28 @@ static float time_cfg(Case &cs, DecodeConfig cfg, int launches = 20, int reps = 
 int main(int argc, char **argv) {
     std::string mode = argc > 1 ? argv[1] : "check";
     int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    if (mode == "check") {
+    if (mode == "check" || mode == "scheck") {
+        // scheck: a few shapes and the shared-memory-ring configs only (for compute-sanitizer)
+        const bool quick = mode == "scheck";
         // correctness over configs and shapes
         std::vector<Shape> shapes = {{1024, 1024, 1, 1024}, {1024, 1024, 3, 128}, {2048, 528, 1, 64}, {4096, 4096, 1, 4096},
                                      {4096, 4096, 16, 128}, {1024, 2048, 32, 64}, {5120, 5120, 7, 128}, {8192, 1024, 40, 8192},
                                      {640, 272, 9, 64}, {192, 16, 5, 192}};
+        if (quick) shapes = {{1024, 1024, 3, 128}, {640, 272, 9, 64}, {4096, 4096, 1, 4096}};
         int fails = 0, n = 0; double worst = 0;
         for (int bf = 0; bf < 2; ++bf)
             for (auto sh : shapes) {
                 Case cs; cs.sh = sh; cs.bf16 = bf; setup(cs, false);
-                for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) { const int d = 1; (void)d;
-                    if (nb * mt > (mt == 4 ? 4 : 8) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
-                    DecodeConfig cfg{nb, mt, u, wk, ks};
+                for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) for (int stg : {0, 2, 5}) {
+                    if (quick && (stg == 0 || wk == 3 || (nb != 1 && nb != 16))) continue;  // nb 1 and 16, mt 1
+                    if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && mt != 1) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+                    DecodeConfig cfg{nb, mt, u, wk, ks, stg};
+                    int per_sm = 0;
+                    if (stg > 0 && (blocks_per_sm(0, cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0)) continue;
                     double e = check(cs, cfg); ++n;
                     double tol = bf ? 8e-3 : 1e-3;
                     worst = std::max(worst, e < 1e8 ? e : 0.0);
-                    if (!(e < tol)) { ++fails; printf("FAIL %s K=%d N=%d M=%d G=%d nb=%d mt=%d u=%d wk=%d d=%d ks=%d err=%g\n", bf ? "bf16" : "fp16", sh.K, sh.N, sh.M, sh.G, nb, mt, u, wk, d, ks, e); }
+                    if (!(e < tol)) { ++fails; printf("FAIL %s K=%d N=%d M=%d G=%d nb=%d mt=%d u=%d wk=%d ks=%d stages=%d err=%g\n", bf ? "bf16" : "fp16", sh.K, sh.N, sh.M, sh.G, nb, mt, u, wk, ks, stg, e); }
                 }
                 { double e = check(cs, DecodeConfig{}); ++n; if (!(e < (bf ? 8e-3 : 1e-3))) { ++fails; printf("FAIL default %g\n", e); } }
                 teardown(cs);
@@ -230,34 +243,56 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    // timing
+    // timing; STAGES="2 4 8" sweeps the shared-memory-ring kernels with those
+    // ring depths (default: the register-ring kernel only, stages 0)
+    std::vector<int> stage_list = {0};
+    if (getenv("STAGES")) { stage_list.clear(); std::string v = getenv("STAGES"); size_t i = 0;
+        while (i < v.size()) { size_t j = v.find(' ', i); if (j == std::string::npos) j = v.size(); if (j > i) stage_list.push_back(atoi(v.substr(i, j - i).c_str())); i = j + 1; } }
     std::vector<Shape> shapes;
     if (mode == "m1") shapes = {{16384, 16384, 1, 16384}, {8192, 28672, 1, 8192}, {28672, 8192, 1, 28672}, {8192, 8192, 1, 8192},
                                {5120, 20480, 1, 5120}, {20480, 5120, 1, 20480}, {5120, 5120, 1, 5120}, {1024, 1024, 1, 1024},
                                {16384, 16384, 1, 128}, {8192, 8192, 1, 128}};
     else if (mode == "g1") shapes = {{16384, 16384, 1, 128}, {8192, 28672, 1, 128}, {28672, 8192, 1, 128}, {8192, 8192, 1, 128},
                                      {5120, 20480, 1, 128}, {20480, 5120, 1, 128}, {5120, 5120, 1, 128}, {1024, 1024, 1, 128}};
+    else if (mode == "shapes") {  // SHAPES="K,N,M,G K,N,M,G ..."
+        const char *v = getenv("SHAPES");
+        for (const char *q = v ? v : ""; *q;) {
+            Shape sh{}; int used = 0;
+            if (sscanf(q, " %d,%d,%d,%d%n", &sh.K, &sh.N, &sh.M, &sh.G, &used) != 4) break;
+            shapes.push_back(sh); q += used;
+        }
+    }
     else shapes = {{8192, 28672, 16, 8192}, {8192, 28672, 16, 128}, {8192, 8192, 16, 8192}, {8192, 8192, 16, 128},
                    {16384, 16384, 16, 16384}, {16384, 16384, 16, 128}, {8192, 8192, 8, 8192}, {8192, 8192, 4, 8192}};
+    const bool defaults_only = getenv("DEFAULTS_ONLY") != nullptr;  // time the default config, no sweep
     for (auto sh : shapes) {
         Case cs; cs.sh = sh; cs.bf16 = false; setup(cs, true);
         MatmulProblem p0 = problem(cs, 0);
         DecodeConfig def; decode_default_config(p0, 0, &def);
         float tdef = time_cfg(cs, def);
+        if (defaults_only) {
+            double bytes = double(sh.K) * sh.N / 2 + double(sh.K / sh.G) * sh.N * 4;
+            printf("K=%d N=%d M=%d G=%d default(nb%d mt%d u%d wk%d ks%d st%d) %.2f us %.2f TB/s\n", sh.K, sh.N, sh.M, sh.G,
+                   def.nb, def.mt, def.u, def.wk, def.ks, def.stages, tdef, bytes / tdef / 1e6);
+            teardown(cs);
+            continue;
+        }
         double bytes = double(sh.K) * sh.N / 2 + double(sh.K / sh.G) * sh.N * 4;
-        printf("K=%d N=%d M=%d G=%d default(nb%d mt%d u%d wk%d ks%d) %.2f us %.2f TB/s\n", sh.K, sh.N, sh.M, sh.G, def.nb, def.mt, def.u, def.wk, def.ks,
-               tdef, bytes / tdef / 1e6);
+        printf("K=%d N=%d M=%d G=%d default(nb%d mt%d u%d wk%d ks%d st%d) %.2f us %.2f TB/s\n", sh.K, sh.N, sh.M, sh.G, def.nb, def.mt, def.u, def.wk, def.ks,
+               def.stages, tdef, bytes / tdef / 1e6);
         float best = 1e30; DecodeConfig bc{};
         std::string line;
-        for (int nb : {1, 2, 4}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
-            if (nb * mt > (mt == 4 ? 4 : 8) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+        for (int stg : stage_list) for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
+            if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && mt != 1) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
             if (mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;
-            DecodeConfig cfg{nb, mt, u, wk, ks};
+            DecodeConfig cfg{nb, mt, u, wk, ks, stg};
+            int per_sm = 0;
+            if (stg > 0 && (blocks_per_sm(0, p0.dtype, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0)) continue;
             float t = time_cfg(cs, cfg);
-            char buf[64]; snprintf(buf, sizeof buf, " %d%d%d%d%d:%.1f", nb, mt, u, wk, ks, t); line += buf;
+            char buf[64]; snprintf(buf, sizeof buf, " %d%d%d%d%d%d:%.1f", nb, mt, u, wk, ks, stg, t); line += buf;
             if (t < best) { best = t; bc = cfg; }
         }
-        printf("   sweep(nb mt u wk ks:us)%s\n   best nb%d mt%d u%d wk%d ks%d %.2f us %.2f TB/s\n", line.c_str(), bc.nb, bc.mt, bc.u, bc.wk, bc.ks, best, bytes / best / 1e6);
+        printf("   sweep(nb mt u wk ks st:us)%s\n   best nb%d mt%d u%d wk%d ks%d st%d %.2f us %.2f TB/s\n", line.c_str(), bc.nb, bc.mt, bc.u, bc.wk, bc.ks, bc.stages, best, bytes / best / 1e6);
         fflush(stdout);
         teardown(cs);
     }

@@ -32,6 +32,7 @@ void clear_error();
 // (thread-safe; lock-free after the first call).  Defined in runtime.cu.
 struct DeviceAttrs {
     int major = 0, minor = 0, sms = 0;
+    double dram_bytes_per_s = 0.0;  // peak DRAM bandwidth (memory clock x bus width x 2); 0 if unknown
 };
 int4mm_status device_attrs(int device, DeviceAttrs *out);
 

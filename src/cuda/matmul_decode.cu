@@ -31,12 +31,20 @@
 // 8 * MT rows of x; its wk warps split K into equal runs of whole chunks
 // (U k16 steps); each warp keeps its partial sums in registers and the wk
 // partials are added through shared memory at the end (no workspace, no
-// atomics: deterministic).  Weight words are loaded DEPTH chunks ahead into
-// registers (ld.global.nc, L1 no-allocate, L2 evict-first: read once).
+// atomics: deterministic).  Two ways to stream the weight words:
+//  - register ring (stages = 0): DEPTH chunks ahead into registers
+//    (ld.global.nc, L1 no-allocate, L2 evict-first: read once);
+//  - shared-memory ring (ASYNC, stages >= 2, one group of 8 rows): cp.async
+//    (L1 bypassed, L2 evict-first) into a per-warp ring of `stages` chunks;
+//    grouped weights get their group's scales and zero_c in the same slot.
+//    Registers freed this way allow 8 and 16 blocks per CTA (1-2 KB
+//    contiguous per warp per k16 step), which is what made it faster on
+//    large weights (benchmarks/NOTES.md, v8); deeper rings were slower.
 #include "matmul_kernels.cuh"
 #include "mma_ptx.cuh"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <type_traits>
 
@@ -63,6 +71,30 @@ __device__ __forceinline__ uint16_t ld_cached16(const uint16_t *p) {
     uint16_t v;
     asm volatile("ld.global.nc.b16 %0, [%1];\n" : "=h"(v) : "l"(p));
     return v;
+}
+
+// 16 bytes global -> shared, asynchronously (L1 bypassed, L2 evict-first).
+__device__ __forceinline__ void cp_async16(uint32_t *dst, const uint32_t *src, uint64_t policy) {
+    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "l"(policy)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Waits until at most stages - 2 groups are pending (stages: 2 .. 8).
+__device__ __forceinline__ void cp_async_wait_ring(int stages) {
+    switch (stages) {
+        case 2: cp_async_wait<0>(); break;
+        case 3: cp_async_wait<1>(); break;
+        case 4: cp_async_wait<2>(); break;
+        case 5: cp_async_wait<3>(); break;
+        case 6: cp_async_wait<4>(); break;
+        case 7: cp_async_wait<5>(); break;
+        default: cp_async_wait<6>(); break;
+    }
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -132,20 +164,27 @@ struct DecodeArgs {
     T *y;
     int64_t ldx, ldy;
     int M, N16, ksteps, gsteps, warp_steps;  // steps are k16 steps; warp_steps % U == 0
+    int stages;  // ASYNC kernels: chunks in each warp's shared-memory ring (2 .. 8)
 };
 
-// Registers of one chunk: U k16 steps of NB weight words and the x fragments.
-template <int NB, int MT, int U, bool GROUPED>
+// Registers of one chunk: U k16 steps of NB weight words (ASYNC kernels keep
+// them in shared memory instead) and the x fragments.
+template <int NB, int MT, int U, bool GROUPED, bool ASYNC>
 struct Chunk {
-    uint32_t w[U][NB];
+    uint32_t w[ASYNC ? 1 : U][ASYNC ? 1 : NB];
     uint32_t x[U][MT][2];
     // Grouped weights: scales / zero_c of rows g and g + 8, loaded with the
-    // chunks that end a group.
-    uint16_t s[GROUPED ? NB : 1][2], z[GROUPED ? NB : 1][2];
+    // chunks that end a group (ASYNC kernels: into the chunk's slot instead).
+    uint16_t s[GROUPED && !ASYNC ? NB : 1][2], z[GROUPED && !ASYNC ? NB : 1][2];
 };
 
-template <class T, int NB, int MT, int U, int DEPTH, bool GROUPED>
+// ASYNC: the weight words go global -> shared memory with cp.async, each
+// warp keeping a ring of a.stages chunks (stages - 1 in flight while one is
+// computed), so the bytes in flight are bounded by shared memory, not by
+// registers; x and the scales still travel in the register ring.
+template <class T, int NB, int MT, int U, int DEPTH, bool GROUPED, bool ASYNC>
 __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
+    using ChunkT = Chunk<NB, MT, U, GROUPED, ASYNC>;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wk = blockDim.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const int nb0 = blockIdx.x * NB;
@@ -189,12 +228,45 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         return step_end % a.gsteps == 0 || step_end == s_end;
     };
 
-    auto load = [&](Chunk<NB, MT, U, GROUPED> &ch, int chunk) {
-        const uint32_t *p = wp + int64_t(chunk) * U * wstride;
+    // ASYNC: this warp's ring in shared memory, chunk c in slot c % stages:
+    // the weight words in global order (step, block, lane), then (grouped
+    // weights, chunks that end a group) the group's NB * 16 scales and NB * 16
+    // zero_c.
+    constexpr int kChunkWords = U * NB * 32, kSlotWords = kChunkWords + (GROUPED ? NB * 16 : 0);
+    extern __shared__ float red[];
+    uint32_t *wring = reinterpret_cast<uint32_t *>(red) + int64_t(warp) * a.stages * kSlotWords;
+    auto issue = [&](int chunk) {  // `chunk` -> its slot
+        const uint32_t *src = wp - lane + int64_t(chunk) * U * wstride;
+        uint32_t *dst = wring + (chunk % a.stages) * kSlotWords;
 #pragma unroll
-        for (int u = 0; u < U; ++u)
+        for (int i = 0; i < U * NB / 4; ++i) {
+            const int piece = lane + 32 * i;  // 16-byte piece of the chunk
+            const int step = piece / (NB * 8), within = piece % (NB * 8);
+            cp_async16(dst + 4 * piece, src + step * wstride + 4 * within, policy);
+        }
+        if constexpr (GROUPED) {
+            if (ends_group(chunk)) {
+                const int64_t row = int64_t((s_begin + (chunk + 1) * U - 1) / a.gsteps) * N;
 #pragma unroll
-            for (int b = 0; b < NB; ++b) ch.w[u][b] = ld_stream(p + u * wstride + 32 * b, policy);
+                for (int i = 0; i < (NB * 4 + 31) / 32; ++i) {
+                    const int piece = lane + 32 * i;  // 16-byte piece: NB * 2 of scales, NB * 2 of zero_c
+                    if (piece < NB * 4) {
+                        const uint16_t *from = (piece < NB * 2 ? sp : zp) - g + row + 8 * (piece % (NB * 2));
+                        cp_async16(dst + kChunkWords + 4 * piece, reinterpret_cast<const uint32_t *>(from), policy);
+                    }
+                }
+            }
+        }
+    };
+
+    auto load = [&](ChunkT &ch, int chunk) {
+        if constexpr (!ASYNC) {
+            const uint32_t *p = wp + int64_t(chunk) * U * wstride;
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+#pragma unroll
+                for (int b = 0; b < NB; ++b) ch.w[u][b] = ld_stream(p + u * wstride + 32 * b, policy);
+        }
 #pragma unroll
         for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -203,7 +275,7 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
                 ch.x[u][mt][0] = xvalid[mt] ? ld_cached(xp[mt] + off) : 0u;
                 ch.x[u][mt][1] = xvalid[mt] ? ld_cached(xp[mt] + off + 4) : 0u;
             }
-        if constexpr (GROUPED) {
+        if constexpr (GROUPED && !ASYNC) {
             if (ends_group(chunk)) load_scales(ch.s, ch.z, (s_begin + (chunk + 1) * U - 1) / a.gsteps);
         }
     };
@@ -242,7 +314,9 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     constexpr uint32_t kOnes = std::is_same<T, __nv_bfloat16>::value ? 0x3F803F80u : 0x3C003C00u;
     const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
 
-    auto compute = [&](const Chunk<NB, MT, U, GROUPED> &ch, int chunk) {
+    auto compute = [&](const ChunkT &ch, int chunk) {
+        const uint32_t *ws = nullptr;
+        if constexpr (ASYNC) ws = wring + (chunk % a.stages) * kSlotWords + lane;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -255,14 +329,28 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t af[4];
-                dequant<T>(ch.w[u][b], af);
+                if constexpr (ASYNC) dequant<T>(ws[(u * NB + b) * 32], af);
+                else dequant<T>(ch.w[u][b], af);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[b][mt], af, ch.x[u][mt][0], ch.x[u][mt][1]);
             }
         }
         if constexpr (GROUPED) {
             if (ends_group(chunk)) {
-                fold(ch.s, ch.z, tot);
+                if constexpr (ASYNC) {
+                    const uint16_t *ss = reinterpret_cast<const uint16_t *>(ws - lane + kChunkWords) + g;
+                    uint16_t sv[NB][2], zv[NB][2];
+#pragma unroll
+                    for (int b = 0; b < NB; ++b) {
+                        sv[b][0] = ss[16 * b];
+                        sv[b][1] = ss[16 * b + 8];
+                        zv[b][0] = ss[NB * 16 + 16 * b];
+                        zv[b][1] = ss[NB * 16 + 16 * b + 8];
+                    }
+                    fold(sv, zv, tot);
+                } else {
+                    fold(ch.s, ch.z, tot);
+                }
                 reset_sums();
             }
         }
@@ -275,7 +363,13 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     }
 
     // Register ring of DEPTH + 1 chunks; the ring index is static after unrolling.
-    Chunk<NB, MT, U, GROUPED> ring[DEPTH + 1];
+    ChunkT ring[DEPTH + 1];
+    if constexpr (ASYNC) {  // one commit group per chunk, empty ones past the end
+        for (int c = 0; c < a.stages - 1; ++c) {
+            if (c < nchunks) issue(c);
+            cp_async_commit();
+        }
+    }
 #pragma unroll
     for (int d = 0; d < DEPTH; ++d)
         if (d < nchunks) load(ring[d], d);
@@ -285,9 +379,22 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
             const int chunk = base + r;
             if (chunk < nchunks) {
                 if (chunk + DEPTH < nchunks) load(ring[(r + DEPTH) % (DEPTH + 1)], chunk + DEPTH);
+                if constexpr (ASYNC) {
+                    // Chunk `chunk` has landed (for every lane: __syncwarp);
+                    // its slot's previous reader, chunk - 1, is done too, so
+                    // the slot it leaves takes chunk + stages - 1.
+                    cp_async_wait_ring(a.stages);
+                    __syncwarp();
+                    if (chunk + a.stages - 1 < nchunks) issue(chunk + a.stages - 1);
+                    cp_async_commit();
+                }
                 compute(ring[r], chunk);
             }
         }
+    }
+    if constexpr (ASYNC) {
+        cp_async_wait<0>();
+        __syncthreads();  // the rings become the reduction buffer
     }
     if constexpr (!GROUPED) {
         if (nchunks > 0) {
@@ -310,7 +417,6 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     // Sum the wk warps' partials through shared memory: red[warp][n][m], then
     // (K split over a cluster) the CTAs' sums through distributed shared memory.
     constexpr int kCols = NB * 16, kRows = 8 * MT, kTile = kCols * kRows;
-    extern __shared__ float red[];
     float *part = red + wk * kTile;  // this CTA's sum [n][m]
 #pragma unroll
     for (int b = 0; b < NB; ++b)
@@ -369,22 +475,38 @@ constexpr int kDepth = 1;  // chunks loaded ahead (2 was never faster: benchmark
 template <class T>
 using KernelFn = void (*)(DecodeArgs<T>);
 
-template <class T, int NB, int MT>
+template <class T, int NB, int MT, bool ASYNC>
 KernelFn<T> pick_u(int u, bool grouped) {
-    if (u == 8) return grouped ? decode_kernel<T, NB, MT, 8, kDepth, true> : decode_kernel<T, NB, MT, 8, kDepth, false>;
-    return grouped ? decode_kernel<T, NB, MT, 4, kDepth, true> : decode_kernel<T, NB, MT, 4, kDepth, false>;
+    if (u == 8) return grouped ? decode_kernel<T, NB, MT, 8, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 8, kDepth, false, ASYNC>;
+    return grouped ? decode_kernel<T, NB, MT, 4, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 4, kDepth, false, ASYNC>;
 }
 
-// The kernel of a (validated) config; nb * mt <= 8, and 4 with mt = 4 (larger tiles spill).
+// The kernel of a (validated) config.  Register ring: nb * mt <= 8, and 4
+// with mt = 4 (larger tiles spill).  Shared-memory ring: mt = 1, nb 1 .. 16.
 template <class T>
 KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
-    if (c.nb == 4) return c.mt == 2 ? pick_u<T, 4, 2>(c.u, grouped) : pick_u<T, 4, 1>(c.u, grouped);
-    if (c.nb == 2) return c.mt == 2 ? pick_u<T, 2, 2>(c.u, grouped) : pick_u<T, 2, 1>(c.u, grouped);
-    if (c.mt == 4) return pick_u<T, 1, 4>(c.u, grouped);
-    return c.mt == 2 ? pick_u<T, 1, 2>(c.u, grouped) : pick_u<T, 1, 1>(c.u, grouped);
+    if (c.stages > 0) {
+        switch (c.nb) {
+            case 16: return pick_u<T, 16, 1, true>(c.u, grouped);
+            case 8: return pick_u<T, 8, 1, true>(c.u, grouped);
+            case 4: return pick_u<T, 4, 1, true>(c.u, grouped);
+            case 2: return pick_u<T, 2, 1, true>(c.u, grouped);
+            default: return pick_u<T, 1, 1, true>(c.u, grouped);
+        }
+    }
+    if (c.nb == 4) return c.mt == 2 ? pick_u<T, 4, 2, false>(c.u, grouped) : pick_u<T, 4, 1, false>(c.u, grouped);
+    if (c.nb == 2) return c.mt == 2 ? pick_u<T, 2, 2, false>(c.u, grouped) : pick_u<T, 2, 1, false>(c.u, grouped);
+    if (c.mt == 4) return pick_u<T, 1, 4, false>(c.u, grouped);
+    return c.mt == 2 ? pick_u<T, 1, 2, false>(c.u, grouped) : pick_u<T, 1, 1, false>(c.u, grouped);
 }
 
-size_t smem_bytes(const DecodeConfig &c) { return size_t(c.wk + 1) * c.nb * 16 * 8 * c.mt * sizeof(float); }
+// Dynamic shared memory: the reduction buffer, which ASYNC kernels overlay
+// on their weight rings.
+size_t smem_bytes(const DecodeConfig &c, bool grouped) {
+    const size_t red = size_t(c.wk + 1) * c.nb * 16 * 8 * c.mt * sizeof(float);
+    const size_t rings = size_t(c.wk) * c.stages * (c.u * c.nb * 32 + (grouped ? c.nb * 16 : 0)) * sizeof(uint32_t);
+    return std::max(red, rings);
+}
 
 template <class T>
 int4mm_status launch(const DecodeArgs<T> &a, const DecodeConfig &c, cudaStream_t stream) {
@@ -393,12 +515,12 @@ int4mm_status launch(const DecodeArgs<T> &a, const DecodeConfig &c, cudaStream_t
                     static_cast<unsigned>(c.ks));
     const KernelFn<T> kernel = pick_kernel<T>(c, grouped);
     if (c.ks == 1) {
-        kernel<<<grid, 32 * c.wk, smem_bytes(c), stream>>>(a);
+        kernel<<<grid, 32 * c.wk, smem_bytes(c, grouped), stream>>>(a);
     } else {
         cudaLaunchConfig_t lc{};
         lc.gridDim = grid;
         lc.blockDim = dim3(32 * c.wk);
-        lc.dynamicSmemBytes = smem_bytes(c);
+        lc.dynamicSmemBytes = smem_bytes(c, grouped);
         lc.stream = stream;
         cudaLaunchAttribute attr[1];
         attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -418,18 +540,19 @@ int4mm_status launch(const DecodeArgs<T> &a, const DecodeConfig &c, cudaStream_t
 // lock-free on every call; a slot is written at most once per value.
 constexpr int kMaxDevices = 64;
 struct Occupancy {
-    std::atomic<int8_t> slot[2][3][3][2][2][8];  // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1]; 0 unknown
+    // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1][max(stages - 1, 0)]; 0 unknown
+    std::atomic<int8_t> slot[2][5][3][2][2][8][8];
 };
 Occupancy g_occupancy[kMaxDevices];
 
-int log2_small(int v) { return v >= 4 ? 2 : v >= 2 ? 1 : 0; }
+int log2_small(int v) { return v >= 16 ? 4 : v >= 8 ? 3 : v >= 4 ? 2 : v >= 2 ? 1 : 0; }
 
 // Resident CTAs per SM of config c (0 if it cannot run).
 int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeConfig &c, int *out) {
     std::atomic<int8_t> *slot = nullptr;
     if (device >= 0 && device < kMaxDevices) {
         slot = &g_occupancy[device].slot[dtype == INT4MM_DTYPE_BF16][log2_small(c.nb)][log2_small(c.mt)][c.u == 8]
-                                        [grouped][c.wk - 1];
+                                        [grouped][c.wk - 1][std::max(c.stages - 1, 0)];
         const int8_t v = slot->load(std::memory_order_relaxed);
         if (v != 0) {
             *out = v > 0 ? v : 0;
@@ -439,8 +562,15 @@ int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeCon
     int n = 0;
     int4mm_status st = with_element_type(dtype, [&](auto tag) {
         using T = decltype(tag);
-        INT4MM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, pick_kernel<T>(c, grouped), 32 * c.wk,
-                                                                      smem_bytes(c)));
+        const KernelFn<T> kernel = pick_kernel<T>(c, grouped);
+        const size_t smem = smem_bytes(c, grouped);
+        if (smem > 48 * 1024) {  // above the default limit: opt in (once per device and config)
+            int optin = 0;
+            INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+            if (smem > size_t(optin)) return INT4MM_OK;  // n = 0: cannot run
+            INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+        }
+        INT4MM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 32 * c.wk, smem));
         return INT4MM_OK;
     });
     if (st != INT4MM_OK) return st;
@@ -456,7 +586,78 @@ bool decode_supported(const MatmulProblem &p) {
            (p.group_size == p.K || p.group_size % 64 == 0);
 }
 
-// Default config (measured on H100, benchmarks/NOTES.md, v5).  The kernel is
+namespace {
+
+// Shared-memory-ring defaults for M <= 8 on weights of 16 MiB and more
+// (measured on H200, benchmarks/NOTES.md, v8).  Every (nb, u, wk, ks) with
+// stages = 2 whose grid is resident in one wave is scored and the lowest
+// score wins (ties: more warps per CTA, then fewer CTAs per cluster):
+//     |log2(bytes in flight / 7 MB)|     one chunk in flight per warp:
+//                                        warps * nb * u * 128 bytes (the 7 MB
+//                                        are for 4.9 TB/s and scale with the
+//                                        device's DRAM bandwidth)
+//   + |log2(chunk / 4 KB)| / 2           8 KB for grouped weights (each chunk
+//                                        folds its group's scales)
+//   + 3 log2(32 / k16 steps per warp)    if under 32
+//   + log2(1024 / warps)                 if under 1024
+//   + 4 (1 / balance - 1)                mean warps per SM / warps on the
+//                                        busiest SM
+//   + 1 if wk = 2, + 1 if ks = 4         (often far off: 1.3-2x)
+// Fitted to exhaustive sweeps of 31 shape / group / M combinations (M = 1, 4,
+// 8, per-channel and G = 128, 16 MiB to 224 MiB): 1.3% slower than each
+// sweep's best on average, 7.5% at worst; with the target 10% lower or
+// higher, 1.7% and 1.3% on average.
+int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
+    const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16, sms = attrs.sms;
+    const bool grouped = p.group_size != p.K;
+    const double bw = attrs.dram_bytes_per_s > 0 ? attrs.dram_bytes_per_s : 3.35e12;
+    const double target = 7e6 * bw / 4.9e12, chunk_target = grouped ? 8192.0 : 4096.0;
+    DecodeConfig best;
+    double best_score = 0.0;
+    for (int nb : {1, 2, 4, 8, 16}) {
+        if (n16 % nb != 0) continue;
+        for (int u : {4, 8}) {
+            if (gsteps % u != 0) continue;
+            for (int wk : {8, 4, 2}) {
+                for (int ks : {1, 2, 4}) {
+                    if (ks > 1 && attrs.major < 9) continue;
+                    const int64_t ctas = int64_t(n16 / nb) * ks, warps = ctas * wk;
+                    const double spw = double(ksteps) / (wk * ks);
+                    if (spw < u) continue;
+                    DecodeConfig c;
+                    c.nb = nb;
+                    c.mt = 1;
+                    c.u = u;
+                    c.wk = wk;
+                    c.ks = ks;
+                    c.stages = 2;
+                    int per_sm = 0;
+                    int4mm_status st = blocks_per_sm(device, p.dtype, grouped, c, &per_sm);
+                    if (st != INT4MM_OK) return st;
+                    if (per_sm == 0 || ctas > int64_t(per_sm) * sms) continue;
+                    const double chunk = double(nb) * u * 128;
+                    const double balance = (double(warps) / sms) / (double((ctas + sms - 1) / sms) * wk);
+                    double score = std::fabs(std::log2(chunk * double(warps) / target)) +
+                                   0.5 * std::fabs(std::log2(chunk / chunk_target)) + 4.0 * (1.0 / balance - 1.0);
+                    if (spw < 32) score += 3.0 * std::log2(32 / spw);
+                    if (warps < 1024) score += std::log2(1024.0 / double(warps));
+                    if (wk == 2) score += 1.0;
+                    if (ks == 4) score += 1.0;
+                    const bool better = best.nb == 0 || score < best_score ||
+                                        (score == best_score && (wk > best.wk || (wk == best.wk && ks < best.ks)));
+                    if (better) {
+                        best = c;
+                        best_score = score;
+                    }
+                }
+            }
+        }
+    }
+    *out = best;  // nb == 0: nothing fits (the caller falls back)
+    return INT4MM_OK;
+}
+
+// Register-ring defaults (measured on H100, benchmarks/NOTES.md, v5).  The kernel is
 // bound by DRAM latency x bytes in flight: each warp has one chunk of
 // nb * u * 128 bytes in flight, so the whole grid has N/16 * 128 * u * wk * ks
 // bytes in flight, independently of nb.  About 4 MB was best for the large
@@ -466,7 +667,7 @@ bool decode_supported(const MatmulProblem &p) {
 //  - u * wk * ks ~ 32768 / (N/16) (bytes in flight / 128), 16 .. 128, at
 //    most K/64 for K >= 4096 (each warp keeps >= 4 steps of work).
 //  - among the splits of that product, the first whose grid fits in one wave.
-int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out) {
+int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeConfig *out) {
     DeviceAttrs attrs;
     int4mm_status st = device_attrs(device, &attrs);
     if (st != INT4MM_OK) return st;
@@ -549,6 +750,47 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     return INT4MM_OK;
 }
 
+
+// Chosen configs, per thread (no locks on the hot path): a decode loop
+// cycles through a handful of weight shapes.
+struct ConfigCacheEntry {
+    uint64_t shape = 0, rest = 0;  // (K, N), (group size, dtype, rows class, device); 0: empty
+    DecodeConfig cfg;
+};
+constexpr int kConfigCacheSize = 16;
+thread_local ConfigCacheEntry t_config_cache[kConfigCacheSize];
+thread_local int t_config_next = 0;
+
+}  // namespace
+
+int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out) {
+    const int rows = p.M <= 8 ? 1 : p.M <= 16 ? 2 : 4;
+    const uint64_t shape = (uint64_t(p.K) << 32) | uint64_t(p.N);
+    const uint64_t rest = (uint64_t(p.group_size) << 24) | (uint64_t(p.dtype & 0xFF) << 16) | (uint64_t(rows) << 8) |
+                          uint64_t(device & 0xFF);
+    for (const ConfigCacheEntry &e : t_config_cache) {
+        if (e.shape == shape && e.rest == rest) {
+            *out = e.cfg;
+            return INT4MM_OK;
+        }
+    }
+    DeviceAttrs attrs;
+    int4mm_status st = device_attrs(device, &attrs);
+    if (st != INT4MM_OK) return st;
+    DecodeConfig cfg;
+    if (rows == 1 && attrs.major >= 8 && int64_t(p.K) * p.N / 2 >= (int64_t(16) << 20) &&
+        (st = ring_config(p, attrs, device, &cfg)) != INT4MM_OK)
+        return st;
+    if (cfg.nb == 0 && (st = register_ring_config(p, device, &cfg)) != INT4MM_OK) return st;
+    ConfigCacheEntry &slot = t_config_cache[t_config_next];
+    t_config_next = (t_config_next + 1) % kConfigCacheSize;
+    slot.shape = shape;
+    slot.rest = rest;
+    slot.cfg = cfg;
+    *out = cfg;
+    return INT4MM_OK;
+}
+
 int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, DecodeConfig cfg) {
     if (!decode_supported(p))
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): needs fragment-ordered weights, N %% 16 == 0, "
@@ -562,11 +804,22 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
         if (attrs.major < 9) return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
     }
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
-    if ((cfg.nb != 1 && cfg.nb != 2 && cfg.nb != 4) || n16 % cfg.nb != 0 ||
-        (cfg.mt != 1 && cfg.mt != 2 && cfg.mt != 4) || cfg.nb * cfg.mt > (cfg.mt == 4 ? 4 : 8) || (cfg.u != 4 && cfg.u != 8) || gsteps % cfg.u != 0 ||
-        cfg.wk < 1 || cfg.wk > 8 || cfg.ks < 1 || cfg.ks > 8)
-        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): bad config nb=%d mt=%d u=%d wk=%d ks=%d",
-                    cfg.nb, cfg.mt, cfg.u, cfg.wk, cfg.ks);
+    // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4);
+    // shared-memory ring nb 1, 2, 4, 8, 16 with one row group.
+    const bool tile_ok = cfg.stages > 0 ? cfg.mt == 1 && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4 || cfg.nb == 8 || cfg.nb == 16)
+                                        : (cfg.mt == 1 || cfg.mt == 2 || cfg.mt == 4) && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4) &&
+                                              cfg.nb * cfg.mt <= (cfg.mt == 4 ? 4 : 8);
+    if (!tile_ok || n16 % cfg.nb != 0 || (cfg.u != 4 && cfg.u != 8) || gsteps % cfg.u != 0 || cfg.wk < 1 ||
+        cfg.wk > 8 || cfg.ks < 1 || cfg.ks > 8 || cfg.stages < 0 || cfg.stages == 1 || cfg.stages > 8)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): bad config nb=%d mt=%d u=%d wk=%d ks=%d stages=%d",
+                    cfg.nb, cfg.mt, cfg.u, cfg.wk, cfg.ks, cfg.stages);
+    if (cfg.stages > 0) {  // also opts the kernel in to its shared memory
+        int per_sm = 0;
+        if ((st = blocks_per_sm(p.device, p.dtype, p.group_size != p.K, cfg, &per_sm)) != INT4MM_OK) return st;
+        if (per_sm == 0)
+            return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): config nb=%d u=%d wk=%d stages=%d needs more shared "
+                        "memory than the device has", cfg.nb, cfg.u, cfg.wk, cfg.stages);
+    }
     if ((p.M + 8 * cfg.mt - 1) / (8 * cfg.mt) > 65535)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): M = %d is too large for this kernel", p.M);
     // Whole chunks per warp; the last warps may get fewer (or none).
@@ -589,6 +842,7 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
         a.ksteps = ksteps;
         a.gsteps = gsteps;
         a.warp_steps = warp_steps;
+        a.stages = cfg.stages;
         return launch<T>(a, cfg, stream);
     });
 }

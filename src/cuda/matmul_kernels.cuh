@@ -163,6 +163,8 @@ struct DecodeConfig {
     int u = 0;      // k16 steps per chunk: 4 or 8 (divides group_size / 16)
     int wk = 0;     // warps per CTA, each streaming its own run of K: 1 .. 8
     int ks = 0;     // CTAs of a cluster splitting K (sm_90): 1 .. 8
+    int stages = 0; // 0: weights stream through registers; 2 .. 8: through a
+                    // shared-memory ring of that many chunks per warp (cp.async)
 };
 bool decode_supported(const MatmulProblem &p);
 // The measured default for p on `device`; INT4MM_OK or a CUDA failure.

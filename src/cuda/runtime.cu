@@ -243,6 +243,12 @@ int4mm_status device_attrs(int device, DeviceAttrs *out) {
     INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&a.major, cudaDevAttrComputeCapabilityMajor, device));
     INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&a.minor, cudaDevAttrComputeCapabilityMinor, device));
     INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&a.sms, cudaDevAttrMultiProcessorCount, device));
+    int mem_khz = 0, bus_bits = 0;  // some devices report neither: bandwidth stays unknown
+    if (cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess)
+        a.dram_bytes_per_s = 2.0 * mem_khz * 1e3 * bus_bits / 8.0;
+    else
+        (void)cudaGetLastError();  // not sticky: drop it
     if (cached) {
         std::lock_guard<std::mutex> lock(g_attrs_mutex);
         if (!g_attrs[device].ready.load(std::memory_order_relaxed)) {
