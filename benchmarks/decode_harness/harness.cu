@@ -9,6 +9,8 @@
 //   DEFAULTS_ONLY=1 times the default config only
 //   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers)
 // LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x).
+// COPIES, GAP_KB, LAUNCHES: weight copies rotated (default: > 300 MB), slack
+// between copies, launches per timed graph (default 20).
 #include "../../src/cuda/matmul_decode.cu"
 #include <cstdarg>
 #include <vector>
@@ -64,7 +66,7 @@ struct Case {
     Shape sh; bool bf16;
     std::vector<uint32_t> hw; std::vector<uint16_t> hs, hz, hx;
     uint32_t *dw = nullptr; uint16_t *ds = nullptr, *dz = nullptr, *dx = nullptr, *dy = nullptr;
-    int copies = 1; size_t wwords = 0, ng = 0;
+    int copies = 1; size_t wwords = 0, wpitch = 0, ng = 0;
     std::vector<int> cols; std::vector<double> ref;
 };
 
@@ -87,8 +89,11 @@ static void setup(Case &cs, bool timing) {
     for (auto &v : cs.hx) { float f = frand() * 2.0f - 1.0f; v = cs.bf16 ? f2b(f) : f2h(f); }
     size_t wbytes = wwords * 4;
     cs.copies = timing ? std::max<size_t>(1, (300u << 20) / wbytes + 1) : 1;
-    CK(cudaMalloc(&cs.dw, wbytes * cs.copies));
-    for (int i = 0; i < cs.copies; ++i) CK(cudaMemcpy((char *)cs.dw + i * wbytes, cs.hw.data(), wbytes, cudaMemcpyHostToDevice));
+    if (timing && getenv("COPIES")) cs.copies = atoi(getenv("COPIES"));
+    // copy i of the weight words starts at i * wpitch words (GAP_KB of slack between copies)
+    cs.wpitch = wwords + (getenv("GAP_KB") ? size_t(atoi(getenv("GAP_KB"))) * 256 : 0);
+    CK(cudaMalloc(&cs.dw, cs.wpitch * 4 * cs.copies));
+    for (int i = 0; i < cs.copies; ++i) CK(cudaMemcpy(cs.dw + i * cs.wpitch, cs.hw.data(), wbytes, cudaMemcpyHostToDevice));
     // scales and zero_c rotate with the weights (grouped ones are 6% of the bytes at G = 128)
     cs.ng = ng;
     CK(cudaMalloc(&cs.ds, ng * 2 * cs.copies)); CK(cudaMalloc(&cs.dz, ng * 2 * cs.copies));
@@ -108,7 +113,7 @@ static MatmulProblem problem(Case &cs, int copy) {
     p.x = cs.dx; p.y = cs.dy; p.bias = nullptr; p.mask = nullptr; p.qweight = nullptr;
     p.ldx = s.K + g_pad; p.ldy = s.N + 8; p.M = s.M; p.N = s.N; p.K = s.K; p.group_size = s.G; p.group_shift = -1;
     p.dtype = cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16;
-    p.frag.codes = cs.dw + size_t(copy) * cs.wwords; p.frag.scales = cs.ds + size_t(copy) * cs.ng;
+    p.frag.codes = cs.dw + size_t(copy) * cs.wpitch; p.frag.scales = cs.ds + size_t(copy) * cs.ng;
     p.frag.zero_c = cs.dz + size_t(copy) * cs.ng;
     return p;
 }
@@ -158,7 +163,8 @@ static double check(Case &cs, DecodeConfig cfg) {
     return std::sqrt(num / den);
 }
 
-static float time_cfg(Case &cs, DecodeConfig cfg, int launches = 20, int reps = 7) {
+static int g_launches = getenv("LAUNCHES") ? atoi(getenv("LAUNCHES")) : 20;
+static float time_cfg(Case &cs, DecodeConfig cfg, int launches = g_launches, int reps = 7) {
     cudaStream_t st; CK(cudaStreamCreate(&st));
     cudaGraph_t graph; cudaGraphExec_t exec;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));

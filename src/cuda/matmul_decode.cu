@@ -590,7 +590,8 @@ namespace {
 
 // Shared-memory-ring defaults for M <= 8 on weights of 16 MiB and more
 // (measured on H200, benchmarks/NOTES.md, v8).  Every (nb, u, wk, ks) with
-// stages = 2 whose grid is resident in one wave is scored and the lowest
+// stages = 2 whose grid is resident in one wave, with at most 16 warps per
+// SM and at least one chunk per warp, is scored and the lowest
 // score wins (ties: more warps per CTA, then fewer CTAs per cluster):
 //     |log2(bytes in flight / 7 MB)|     one chunk in flight per warp:
 //                                        warps * nb * u * 128 bytes (the 7 MB
@@ -623,7 +624,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
                     if (ks > 1 && attrs.major < 9) continue;
                     const int64_t ctas = int64_t(n16 / nb) * ks, warps = ctas * wk;
                     const double spw = double(ksteps) / (wk * ks);
-                    if (spw < u) continue;
+                    if (spw < u || warps > int64_t(16) * sms) continue;  // > 16 warps per SM: never the best
                     DecodeConfig c;
                     c.nb = nb;
                     c.mt = 1;
