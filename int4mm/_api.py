@@ -57,6 +57,7 @@ class PreparedWeight:
         "_layout_id",
         "_permview",
         "_pview",
+        "_sparse_as_dense",
         "_views",
         "device",
         "dtype",
@@ -99,6 +100,8 @@ class PreparedWeight:
         meta = {"K": self.K, "N": self.N, "group_size": self.group_size,
                 "sparse": self.sparse, "layout": LAYOUT,
                 "format_version": 1 if self.perm is None else 2}
+        if self.sparse and not self._sparse_as_dense:
+            meta["sparse_as_dense"] = False  # load() prepares it the same way
         arrays = {name: _to_host(getattr(self, name), name)
                   for name in ("qweight", "scales", "zeros", "mask", "perm")
                   if getattr(self, name) is not None}
@@ -113,8 +116,11 @@ class PreparedWeight:
                      **arrays)
 
     @classmethod
-    def load(cls, path, device: int = 0) -> PreparedWeight:
-        """Read a file written by :meth:`save` onto GPU ``device``."""
+    def load(cls, path, device: int = 0, *, sparse_as_dense=None) -> PreparedWeight:
+        """Read a file written by :meth:`save` onto GPU ``device``.
+
+        ``sparse_as_dense`` (16:32 weights, see :func:`prepare`): None keeps
+        the choice the weight was saved with."""
         import numpy as np
 
         with np.load(path, allow_pickle=False) as data:
@@ -138,8 +144,10 @@ class PreparedWeight:
             host[name] = host[name].view(ml_dtypes.bfloat16)
         DA = A.native().DeviceArray
         dev = {k: DA.from_host(v, device) for k, v in host.items()}
+        if sparse_as_dense is None:
+            sparse_as_dense = bool(meta.get("sparse_as_dense", True))
         w = prepare(dev["qweight"], dev["scales"], dev["zeros"], mask=dev.get("mask"),
-                    perm=dev.get("perm"), validate=False)
+                    perm=dev.get("perm"), validate=False, sparse_as_dense=sparse_as_dense)
         if (w.K, w.N, w.group_size) != (meta["K"], meta["N"], meta["group_size"]):
             raise Int4mmValueError(f"{path}: arrays disagree with the metadata {meta}")
         return w
@@ -292,6 +300,7 @@ def prepare(qweight, scales, zeros, mask=None, *, perm=None, group_size=None, va
         nat.validate_sparse_mask(mv, w.K, w.N, device, s)
     if w.perm is not None and validate:
         _check_permutation(nat.copy_to_host(w._permview), w.K)
+    w._sparse_as_dense = bool(sparse_as_dense)
     # A 16:32 weight gets the sections of its dense equivalent (or none).
     layout, nbytes = nat.prepared_layout(device, w.K, w.N, w.group_size,
                                          w.sparse and not sparse_as_dense)
@@ -340,6 +349,7 @@ def _weight(qweight, scales, zeros, mask, group_size, perm=None) -> PreparedWeig
     w.dtype = A.dtype_name(views[2].typestr)
     w.qweight, w.scales, w.zeros, w.mask, w.perm = qweight, scales, zeros, mask, perm
     w.prepared, w._pview, w._layout_id = None, None, 0
+    w._sparse_as_dense = True
     w._views = views
     w._permview = None
     w._fast = None

@@ -292,7 +292,8 @@ def shard(weight, dim, parts, *, index=None, device=None, stream=None):
             rows, cols = _rows_cols(v, d, lo, hi, per_row)
             arrays[name] = _block(nat, like, v, rows, cols, dst, target, f"part {i} {name}")
         part = prepare(arrays["qweight"], arrays["scales"], arrays["zeros"],
-                       mask=arrays["mask"], perm=arrays["perm"], validate=False, stream=target)
+                       mask=arrays["mask"], perm=arrays["perm"], validate=False, stream=target,
+                       sparse_as_dense=w._sparse_as_dense)
         out.append(part)
     if dst != src:
         nat.stream_synchronize(dst, target)

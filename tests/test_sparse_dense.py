@@ -199,6 +199,14 @@ def test_sparse_as_dense_false_keeps_the_raw_kernels(tmp_path):
     again = int4mm.PreparedWeight.load(tmp_path / "w.npz")
     assert again.sparse and again.layout == fast.layout
     np.testing.assert_array_equal(fw.to_host(int4mm.matmul(x, again)), y_fast)
+    # The opt-out survives save / load (unless load overrides it) and shard.
+    raw.save(tmp_path / "raw.npz")
+    assert int4mm.PreparedWeight.load(tmp_path / "raw.npz").layout == "raw"
+    assert int4mm.PreparedWeight.load(tmp_path / "raw.npz", sparse_as_dense=True).layout == fast.layout
+    for whole, parts in ((raw, raw.shard("n", 2)), (fast, fast.shard("n", 2))):
+        assert [p.layout for p in parts] == [whole.layout] * 2
+        ys = [fw.to_host(int4mm.matmul(x, p)) for p in parts]
+        assert rel_err(np.concatenate(ys, axis=-1), expect) <= TOL
 
 
 @pytest.mark.parametrize("M", [1, 33])
