@@ -11,6 +11,7 @@ listing every config's time as digits nb mt u wk ks st (nb may be two digits).
 
 Residency is not modelled here (the C++ code skips grids that do not fit in
 one wave); the bandwidth is the H200's (4.81 TB/s, as the device reports it).
+pick() is the Python twin of ring_config: a change to one belongs in the other.
 """
 
 from __future__ import annotations

@@ -607,7 +607,10 @@ namespace {
 // Fitted to exhaustive sweeps of 31 shape / group / M combinations (M = 1, 4,
 // 8, per-channel and G = 128, 16 MiB to 224 MiB): 1.3% slower than each
 // sweep's best on average, 7.5% at worst; with the target 10% lower or
-// higher, 1.7% and 1.3% on average.
+// higher, 1.7% and 1.3% on average.  benchmarks/decode_harness/
+// fit_ring_defaults.py scores the same way (without the residency test) to
+// check and refit these constants: change both together (they once differed
+// by the 16-warp bound, and the bench showed it).
 int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16, sms = attrs.sms;
     const bool grouped = p.group_size != p.K;
