@@ -157,10 +157,11 @@ def test_bf16_prepared(scale_dtype, G, M):
     assert rel_err(host(t, y2), expected(x32, w, s_used, z_used, b32)) <= TOL_BF16
 
 
-@pytest.mark.parametrize("M", [1, 6])
+@pytest.mark.parametrize("M", [1, 6, 11, 16])
 @pytest.mark.parametrize("G", [128, None], ids=lambda g: f"g{g or 'chan'}")
 def test_bf16_prepared_large_decode(G, M):
-    """A 16 MiB weight at M <= 8: the shared-memory-ring decode kernel in bf16."""
+    """A 16 MiB weight at M <= 16: the shared-memory-ring decode kernel in bf16
+    (x through the ring from 9 rows)."""
     fw = torch_fw()
     t = fw.t
     K, N = 8192, 4096

@@ -10,7 +10,8 @@ listing every config's time as digits nb mt u wk ks st (nb may be two digits).
         and the regret; --search also grid-searches the model's constants.
 
 Residency is not modelled here (the C++ code skips grids that do not fit in
-one wave); the bandwidth is the H200's (4.81 TB/s, as the device reports it).
+one wave, which matters at M = 9-16, where x's rows take shared memory too);
+the bandwidth is the H200's (4.81 TB/s, as the device reports it).
 pick() is the Python twin of ring_config: a change to one belongs in the other.
 """
 
@@ -45,13 +46,15 @@ def load(paths):
     return cases
 
 
-def pick(K, N, G, P):
+def pick(K, N, G, P, M=1):
     tgt, c_pc, c_g, a_chunk, s_floor, b_steps, bal_w, wk2, w_floor, w_w, ks4 = P
     n16, ksteps, grouped = N // 16, K // 16, G != K
     target = tgt * BANDWIDTH / 4.9e12
     best = None
     for nb, u, wk, ks in itertools.product((1, 2, 4, 8, 16), (4, 8), (8, 4, 2), (1, 2, 4)):
         if n16 % nb or (G // 16) % u:
+            continue
+        if M > 8 and (nb < 2 or (grouped and nb > 8)):  # mt = 2: the kernels that exist
             continue
         ctas = n16 // nb * ks
         warps = ctas * wk
@@ -77,7 +80,7 @@ def pick(K, N, G, P):
 def regrets(cases, P):
     out = []
     for (K, N, M, G), times in sorted(cases.items()):
-        c = pick(K, N, G, P)
+        c = pick(K, N, G, P, M)
         if c in times:
             out.append(((K, N, M, G), c, times[c], min(times.values())))
     return out

@@ -202,8 +202,8 @@ int main(int argc, char **argv) {
             for (auto sh : shapes) {
                 Case cs; cs.sh = sh; cs.bf16 = bf; setup(cs, false);
                 for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) for (int stg : {0, 2, 5}) {
-                    if (quick && (stg == 0 || wk == 3 || (nb != 1 && nb != 16))) continue;  // nb 1 and 16, mt 1
-                    if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && mt != 1) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+                    if (quick && (stg == 0 || wk == 3 || (nb != 1 && nb != 2 && nb != 16))) continue;  // nb 1, 2 and 16
+                    if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
                     DecodeConfig cfg{nb, mt, u, wk, ks, stg};
                     int per_sm = 0;
                     if (stg > 0 && (blocks_per_sm(0, cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0)) continue;
@@ -289,7 +289,7 @@ int main(int argc, char **argv) {
         float best = 1e30; DecodeConfig bc{};
         std::string line;
         for (int stg : stage_list) for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
-            if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && mt != 1) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+            if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
             if (mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;
             DecodeConfig cfg{nb, mt, u, wk, ks, stg};
             int per_sm = 0;

@@ -34,12 +34,17 @@
 // atomics: deterministic).  Two ways to stream the weight words:
 //  - register ring (stages = 0): DEPTH chunks ahead into registers
 //    (ld.global.nc, L1 no-allocate, L2 evict-first: read once);
-//  - shared-memory ring (ASYNC, stages >= 2, one group of 8 rows): cp.async
-//    (L1 bypassed, L2 evict-first) into a per-warp ring of `stages` chunks;
-//    grouped weights get their group's scales and zero_c in the same slot.
-//    Registers freed this way allow 8 and 16 blocks per CTA (1-2 KB
+//  - shared-memory ring (ASYNC, stages >= 2, one or two groups of 8 rows):
+//    cp.async (L1 bypassed, L2 evict-first) into a per-warp ring of `stages`
+//    chunks; grouped weights get their group's scales and zero_c in the same
+//    slot.  Registers freed this way allow 8 and 16 blocks per CTA (1-2 KB
 //    contiguous per warp per k16 step), which is what made it faster on
 //    large weights (benchmarks/NOTES.md, v8); deeper rings were slower.
+//    With two groups of rows (M = 9-16) the chunk's rows of x go into the
+//    slot as well, as contiguous runs, and come back with ldmatrix: every
+//    CTA re-reads x, and the register ring's 4-byte loads of 16 rows at a
+//    stride of K elements cost as much L2 traffic as the weights
+//    (benchmarks/NOTES.md, v9).
 #include "matmul_kernels.cuh"
 #include "mma_ptx.cuh"
 
@@ -79,6 +84,11 @@ __device__ __forceinline__ void cp_async16(uint32_t *dst, const uint32_t *src, u
     asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "l"(policy)
                  : "memory");
 }
+// The same with the default L2 policy (data every CTA reads: x).
+__device__ __forceinline__ void cp_async16_keep(uint32_t *dst, const uint32_t *src) {
+    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -95,6 +105,18 @@ __device__ __forceinline__ void cp_async_wait_ring(int stages) {
         case 7: cp_async_wait<5>(); break;
         default: cp_async_wait<6>(); break;
     }
+}
+
+// B fragments of x from shared memory: four 8x8 matrices of 16-bit values,
+// row addresses from the 32 lanes (lane t gets row t / 4, values 2 (t % 4)
+// and 2 (t % 4) + 1 of each matrix: the mma's B fragment layout when a
+// matrix row is a row of x and its columns 8 values of k).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint32_t *p) {
+    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -172,7 +194,7 @@ struct DecodeArgs {
 template <int NB, int MT, int U, bool GROUPED, bool ASYNC>
 struct Chunk {
     uint32_t w[ASYNC ? 1 : U][ASYNC ? 1 : NB];
-    uint32_t x[U][MT][2];
+    uint32_t x[ASYNC && MT == 2 ? 1 : U][MT][2];
     // Grouped weights: scales / zero_c of rows g and g + 8, loaded with the
     // chunks that end a group (ASYNC kernels: into the chunk's slot instead).
     uint16_t s[GROUPED && !ASYNC ? NB : 1][2], z[GROUPED && !ASYNC ? NB : 1][2];
@@ -181,10 +203,16 @@ struct Chunk {
 // ASYNC: the weight words go global -> shared memory with cp.async, each
 // warp keeping a ring of a.stages chunks (stages - 1 in flight while one is
 // computed), so the bytes in flight are bounded by shared memory, not by
-// registers; x and the scales still travel in the register ring.
+// registers; a group's scales and zero_c travel with the chunk that ends
+// it.  With 16 rows (MT = 2, XS) the chunk's rows of x travel in the same
+// slot too (one contiguous 32 U-byte run per row, read back with ldmatrix)
+// and per-channel scales go once into a per-warp area after the rings.
+// With 8 rows x stays in the register ring (staging it was 1-7% slower at
+// M = 1: benchmarks/NOTES.md, v9).
 template <class T, int NB, int MT, int U, int DEPTH, bool GROUPED, bool ASYNC>
 __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     using ChunkT = Chunk<NB, MT, U, GROUPED, ASYNC>;
+    constexpr bool XS = ASYNC && MT == 2;  // x (and per-channel scales) through shared memory
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wk = blockDim.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const int nb0 = blockIdx.x * NB;
@@ -231,10 +259,17 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     // ASYNC: this warp's ring in shared memory, chunk c in slot c % stages:
     // the weight words in global order (step, block, lane), then (grouped
     // weights, chunks that end a group) the group's NB * 16 scales and NB * 16
-    // zero_c.
-    constexpr int kChunkWords = U * NB * 32, kSlotWords = kChunkWords + (GROUPED ? NB * 16 : 0);
+    // zero_c, then (XS) the chunk's 16 rows of x, kXRow words apart (16 U
+    // values and 4 words of padding: the 8 rows of an ldmatrix hit distinct
+    // banks).  Rows past M are zeros, written once.
+    constexpr int kChunkWords = U * NB * 32, kScaleWords = GROUPED ? NB * 16 : 0;
+    constexpr int kXRow = 8 * U + 4, kSlotWords = kChunkWords + kScaleWords + (XS ? 8 * MT * kXRow : 0);
     extern __shared__ float red[];
     uint32_t *wring = reinterpret_cast<uint32_t *>(red) + int64_t(warp) * a.stages * kSlotWords;
+    const int xrows = min(8 * MT, a.M - m0);  // rows of x this CTA reads
+    // XS: this lane's ldmatrix row address in a slot's x: row (l % 8) + 8 (l / 16), values 8 ((l / 8) % 2) ..
+    const int xlane = ((lane & 7) + 8 * (lane >> 4)) * kXRow + 4 * ((lane >> 3) & 1);
+    const uint32_t *xsrc = reinterpret_cast<const uint32_t *>(a.x + int64_t(m0) * a.ldx + 16 * s_begin);
     auto issue = [&](int chunk) {  // `chunk` -> its slot
         const uint32_t *src = wp - lane + int64_t(chunk) * U * wstride;
         uint32_t *dst = wring + (chunk % a.stages) * kSlotWords;
@@ -243,6 +278,17 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
             const int piece = lane + 32 * i;  // 16-byte piece of the chunk
             const int step = piece / (NB * 8), within = piece % (NB * 8);
             cp_async16(dst + 4 * piece, src + step * wstride + 4 * within, policy);
+        }
+        // XS: row r of x is 2 U pieces of 16 bytes (read by every CTA along
+        // N: default L2 policy).
+        if constexpr (XS) {
+#pragma unroll
+            for (int i = 0; i < MT * U / 2; ++i) {
+                const int piece = lane + 32 * i, r = piece / (2 * U), j = piece % (2 * U);
+                if (r < xrows)
+                    cp_async16_keep(dst + kChunkWords + kScaleWords + r * kXRow + 4 * j,
+                                    xsrc + (int64_t(r) * a.ldx) / 2 + 8 * chunk * U + 4 * j);
+            }
         }
         if constexpr (GROUPED) {
             if (ends_group(chunk)) {
@@ -267,14 +313,16 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
 #pragma unroll
                 for (int b = 0; b < NB; ++b) ch.w[u][b] = ld_stream(p + u * wstride + 32 * b, policy);
         }
+        if constexpr (!XS) {
 #pragma unroll
-        for (int u = 0; u < U; ++u)
+            for (int u = 0; u < U; ++u)
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const int off = 8 * (chunk * U + u);  // in 32-bit pairs
-                ch.x[u][mt][0] = xvalid[mt] ? ld_cached(xp[mt] + off) : 0u;
-                ch.x[u][mt][1] = xvalid[mt] ? ld_cached(xp[mt] + off + 4) : 0u;
-            }
+                for (int mt = 0; mt < MT; ++mt) {
+                    const int off = 8 * (chunk * U + u);  // in 32-bit pairs
+                    ch.x[u][mt][0] = xvalid[mt] ? ld_cached(xp[mt] + off) : 0u;
+                    ch.x[u][mt][1] = xvalid[mt] ? ld_cached(xp[mt] + off + 4) : 0u;
+                }
+        }
         if constexpr (GROUPED && !ASYNC) {
             if (ends_group(chunk)) load_scales(ch.s, ch.z, (s_begin + (chunk + 1) * U - 1) / a.gsteps);
         }
@@ -319,10 +367,19 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         if constexpr (ASYNC) ws = wring + (chunk % a.stages) * kSlotWords + lane;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
+            uint32_t xf[MT][2];  // this step's B fragments
+            if constexpr (XS) {
+                uint32_t r[4];
+                ldsm_x4(r, ws - lane + kChunkWords + kScaleWords + 8 * u + xlane);
+                xf[0][0] = r[0], xf[0][1] = r[1], xf[MT - 1][0] = r[2], xf[MT - 1][1] = r[3];
+            } else {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) xf[mt][0] = ch.x[u][mt][0], xf[mt][1] = ch.x[u][mt][1];
+            }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
                 float d[4] = {xs[mt][0], xs[mt][1], 0.0f, 0.0f};
-                mma16816<T>(d, ones, ch.x[u][mt][0], ch.x[u][mt][1]);
+                mma16816<T>(d, ones, xf[mt][0], xf[mt][1]);
                 xs[mt][0] = d[0];
                 xs[mt][1] = d[1];
             }
@@ -332,7 +389,7 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
                 if constexpr (ASYNC) dequant<T>(ws[(u * NB + b) * 32], af);
                 else dequant<T>(ch.w[u][b], af);
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[b][mt], af, ch.x[u][mt][0], ch.x[u][mt][1]);
+                for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[b][mt], af, xf[mt][0], xf[mt][1]);
             }
         }
         if constexpr (GROUPED) {
@@ -356,14 +413,29 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         }
     };
 
-    // Per-channel: the one scale row, loaded while the weights stream.
+    // Per-channel: the one scale row, loaded while the weights stream
+    // (XS: into this warp's area after the rings, with chunk 0).
     uint16_t s_pc[NB][2], z_pc[NB][2];
-    if constexpr (!GROUPED) {
+    uint32_t *pcs = reinterpret_cast<uint32_t *>(red) + int64_t(wk) * a.stages * kSlotWords + warp * NB * 16;
+    if constexpr (!GROUPED && !XS) {
         if (nchunks > 0) load_scales(s_pc, z_pc, 0);
     }
 
     // Register ring of DEPTH + 1 chunks; the ring index is static after unrolling.
     ChunkT ring[DEPTH + 1];
+    if constexpr (XS) {
+        // Rows of x past M: zeros in every slot (the cp.async never write them).
+        for (int i = lane; i < a.stages * (8 * MT - xrows) * kXRow; i += 32) {
+            const int per_slot = (8 * MT - xrows) * kXRow, slot = i / per_slot, r = i % per_slot;
+            wring[slot * kSlotWords + kChunkWords + kScaleWords + xrows * kXRow + r] = 0u;
+        }
+        if constexpr (!GROUPED) {
+            for (int piece = lane; nchunks > 0 && piece < NB * 4; piece += 32) {  // NB * 2 of scales, NB * 2 of zero_c
+                const uint16_t *from = (piece < NB * 2 ? sp : zp) - g + 8 * (piece % (NB * 2));
+                cp_async16(pcs + 4 * piece, reinterpret_cast<const uint32_t *>(from), policy);
+            }
+        }
+    }
     if constexpr (ASYNC) {  // one commit group per chunk, empty ones past the end
         for (int c = 0; c < a.stages - 1; ++c) {
             if (c < nchunks) issue(c);
@@ -394,6 +466,17 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     }
     if constexpr (ASYNC) {
         cp_async_wait<0>();
+        if constexpr (!GROUPED && XS) {
+            __syncwarp();
+            const uint16_t *ss = reinterpret_cast<const uint16_t *>(pcs) + g;
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                s_pc[b][0] = ss[16 * b];
+                s_pc[b][1] = ss[16 * b + 8];
+                z_pc[b][0] = ss[NB * 16 + 16 * b];
+                z_pc[b][1] = ss[NB * 16 + 16 * b + 8];
+            }
+        }
         __syncthreads();  // the rings become the reduction buffer
     }
     if constexpr (!GROUPED) {
@@ -475,16 +558,32 @@ constexpr int kDepth = 1;  // chunks loaded ahead (2 was never faster: benchmark
 template <class T>
 using KernelFn = void (*)(DecodeArgs<T>);
 
+// Grouped kernels keep two accumulator sets (the group's and the total):
+// no grouped kernel with NB * MT > 16 (it would spill).
 template <class T, int NB, int MT, bool ASYNC>
 KernelFn<T> pick_u(int u, bool grouped) {
-    if (u == 8) return grouped ? decode_kernel<T, NB, MT, 8, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 8, kDepth, false, ASYNC>;
-    return grouped ? decode_kernel<T, NB, MT, 4, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 4, kDepth, false, ASYNC>;
+    if constexpr (NB * MT > 16) {
+        if (grouped) return nullptr;
+        return u == 8 ? decode_kernel<T, NB, MT, 8, kDepth, false, ASYNC> : decode_kernel<T, NB, MT, 4, kDepth, false, ASYNC>;
+    } else {
+        if (u == 8) return grouped ? decode_kernel<T, NB, MT, 8, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 8, kDepth, false, ASYNC>;
+        return grouped ? decode_kernel<T, NB, MT, 4, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 4, kDepth, false, ASYNC>;
+    }
 }
 
 // The kernel of a (validated) config.  Register ring: nb * mt <= 8, and 4
-// with mt = 4 (larger tiles spill).  Shared-memory ring: mt = 1, nb 1 .. 16.
+// with mt = 4 (larger tiles spill).  Shared-memory ring: mt = 1 with nb
+// 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8 (grouped).
 template <class T>
 KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
+    if (c.stages > 0 && c.mt == 2) {
+        switch (c.nb) {
+            case 16: return pick_u<T, 16, 2, true>(c.u, grouped);
+            case 8: return pick_u<T, 8, 2, true>(c.u, grouped);
+            case 4: return pick_u<T, 4, 2, true>(c.u, grouped);
+            default: return pick_u<T, 2, 2, true>(c.u, grouped);
+        }
+    }
     if (c.stages > 0) {
         switch (c.nb) {
             case 16: return pick_u<T, 16, 1, true>(c.u, grouped);
@@ -501,10 +600,14 @@ KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
 }
 
 // Dynamic shared memory: the reduction buffer, which ASYNC kernels overlay
-// on their weight rings.
+// on their rings (slots of weight words, grouped scales and x rows; then
+// per-channel scales, one area per warp).
 size_t smem_bytes(const DecodeConfig &c, bool grouped) {
     const size_t red = size_t(c.wk + 1) * c.nb * 16 * 8 * c.mt * sizeof(float);
-    const size_t rings = size_t(c.wk) * c.stages * (c.u * c.nb * 32 + (grouped ? c.nb * 16 : 0)) * sizeof(uint32_t);
+    if (c.stages == 0) return red;
+    const bool xs = c.mt == 2;  // x and per-channel scales in shared memory
+    const size_t slot = size_t(c.u) * c.nb * 32 + (grouped ? c.nb * 16 : 0) + (xs ? size_t(16) * (8 * c.u + 4) : 0);
+    const size_t rings = (size_t(c.wk) * c.stages * slot + (grouped || !xs ? 0 : size_t(c.wk) * c.nb * 16)) * sizeof(uint32_t);
     return std::max(red, rings);
 }
 
@@ -563,6 +666,7 @@ int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeCon
     int4mm_status st = with_element_type(dtype, [&](auto tag) {
         using T = decltype(tag);
         const KernelFn<T> kernel = pick_kernel<T>(c, grouped);
+        if (kernel == nullptr) return INT4MM_OK;  // n = 0: no such kernel
         const size_t smem = smem_bytes(c, grouped);
         if (smem > 48 * 1024) {  // above the default limit: opt in (once per device and config)
             int optin = 0;
@@ -581,6 +685,11 @@ int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeCon
 
 }  // namespace
 
+// The shared-memory ring with 16 rows (mt = 2) copies rows of x in 16-byte pieces.
+static bool x_rows_aligned(const MatmulProblem &p) {
+    return reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && p.ldx % 8 == 0;
+}
+
 bool decode_supported(const MatmulProblem &p) {
     return p.frag.codes != nullptr && p.mask == nullptr && p.N % 16 == 0 && p.K % 64 == 0 &&
            (p.group_size == p.K || p.group_size % 64 == 0);
@@ -588,8 +697,9 @@ bool decode_supported(const MatmulProblem &p) {
 
 namespace {
 
-// Shared-memory-ring defaults for M <= 8 on weights of 16 MiB and more
-// (measured on H200, benchmarks/NOTES.md, v8).  Every (nb, u, wk, ks) with
+// Shared-memory-ring defaults for M <= 16 on weights of 16 MiB and more
+// (measured on H200, benchmarks/NOTES.md, v8; mt = 2 for M = 9-16: v9, the
+// same scores, nb >= 2, grouped nb <= 8).  Every (nb, u, wk, ks) with
 // stages = 2 whose grid is resident in one wave, with at most 16 warps per
 // SM and at least one chunk per warp, is scored and the lowest
 // score wins (ties: more warps per CTA, then fewer CTAs per cluster):
@@ -611,7 +721,7 @@ namespace {
 // fit_ring_defaults.py scores the same way (without the residency test) to
 // check and refit these constants: change both together (they once differed
 // by the 16-warp bound, and the bench showed it).
-int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
+int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, int mt, DecodeConfig *out) {
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16, sms = attrs.sms;
     const bool grouped = p.group_size != p.K;
     const double bw = attrs.dram_bytes_per_s > 0 ? attrs.dram_bytes_per_s : 3.35e12;
@@ -619,7 +729,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
     DecodeConfig best;
     double best_score = 0.0;
     for (int nb : {1, 2, 4, 8, 16}) {
-        if (n16 % nb != 0) continue;
+        if (n16 % nb != 0 || (mt == 2 && (nb < 2 || (grouped && nb > 8)))) continue;
         for (int u : {4, 8}) {
             if (gsteps % u != 0) continue;
             for (int wk : {8, 4, 2}) {
@@ -630,7 +740,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
                     if (spw < u || warps > int64_t(16) * sms) continue;  // > 16 warps per SM: never the best
                     DecodeConfig c;
                     c.nb = nb;
-                    c.mt = 1;
+                    c.mt = mt;
                     c.u = u;
                     c.wk = wk;
                     c.ks = ks;
@@ -769,9 +879,10 @@ thread_local int t_config_next = 0;
 
 int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out) {
     const int rows = p.M <= 8 ? 1 : p.M <= 16 ? 2 : 4;
+    const bool aligned = x_rows_aligned(p);
     const uint64_t shape = (uint64_t(p.K) << 32) | uint64_t(p.N);
     const uint64_t rest = (uint64_t(p.group_size) << 24) | (uint64_t(p.dtype & 0xFF) << 16) | (uint64_t(rows) << 8) |
-                          uint64_t(device & 0xFF);
+                          (uint64_t(aligned) << 7) | uint64_t(device & 0x7F);
     for (const ConfigCacheEntry &e : t_config_cache) {
         if (e.shape == shape && e.rest == rest) {
             *out = e.cfg;
@@ -782,8 +893,8 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     int4mm_status st = device_attrs(device, &attrs);
     if (st != INT4MM_OK) return st;
     DecodeConfig cfg;
-    if (rows == 1 && attrs.major >= 8 && int64_t(p.K) * p.N / 2 >= (int64_t(16) << 20) &&
-        (st = ring_config(p, attrs, device, &cfg)) != INT4MM_OK)
+    if ((rows == 1 || (rows == 2 && aligned)) && attrs.major >= 8 && int64_t(p.K) * p.N / 2 >= (int64_t(16) << 20) &&
+        (st = ring_config(p, attrs, device, rows, &cfg)) != INT4MM_OK)
         return st;
     if (cfg.nb == 0 && (st = register_ring_config(p, device, &cfg)) != INT4MM_OK) return st;
     ConfigCacheEntry &slot = t_config_cache[t_config_next];
@@ -810,7 +921,9 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4);
     // shared-memory ring nb 1, 2, 4, 8, 16 with one row group.
-    const bool tile_ok = cfg.stages > 0 ? cfg.mt == 1 && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4 || cfg.nb == 8 || cfg.nb == 16)
+    const bool grouped = p.group_size != p.K;
+    const bool ring_nb = cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4 || cfg.nb == 8 || cfg.nb == 16;
+    const bool tile_ok = cfg.stages > 0 ? ring_nb && (cfg.mt == 1 || (cfg.mt == 2 && cfg.nb >= 2 && (!grouped || cfg.nb <= 8)))
                                         : (cfg.mt == 1 || cfg.mt == 2 || cfg.mt == 4) && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4) &&
                                               cfg.nb * cfg.mt <= (cfg.mt == 4 ? 4 : 8);
     if (!tile_ok || n16 % cfg.nb != 0 || (cfg.u != 4 && cfg.u != 8) || gsteps % cfg.u != 0 || cfg.wk < 1 ||
@@ -818,8 +931,11 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
         return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): bad config nb=%d mt=%d u=%d wk=%d ks=%d stages=%d",
                     cfg.nb, cfg.mt, cfg.u, cfg.wk, cfg.ks, cfg.stages);
     if (cfg.stages > 0) {  // also opts the kernel in to its shared memory
+        if (cfg.mt == 2 && !x_rows_aligned(p))
+            return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): the shared-memory ring with mt=2 needs x 16-byte "
+                        "aligned with a row stride that is a multiple of 8 elements");
         int per_sm = 0;
-        if ((st = blocks_per_sm(p.device, p.dtype, p.group_size != p.K, cfg, &per_sm)) != INT4MM_OK) return st;
+        if ((st = blocks_per_sm(p.device, p.dtype, grouped, cfg, &per_sm)) != INT4MM_OK) return st;
         if (per_sm == 0)
             return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): config nb=%d u=%d wk=%d stages=%d needs more shared "
                         "memory than the device has", cfg.nb, cfg.u, cfg.wk, cfg.stages);
