@@ -241,6 +241,28 @@ def numel(shape) -> int:
     return int(math.prod(shape))
 
 
+class _StreamHandle:
+    """A raw ``cudaStream_t`` behind the CUDA stream protocol (``__cuda_stream__``)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+def _cupy_stream(cupy, handle: int):
+    """A CuPy stream object for a raw handle: ``Stream.from_external`` (CuPy
+    14+, through the stream protocol), else ``ExternalStream``, which CuPy 14
+    deprecates."""
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:
+        return from_external(_StreamHandle(handle))
+    return cupy.cuda.ExternalStream(handle)
+
+
 def scratch(like, shape, typestr: str, device: int, stream: int):
     """A temporary device array that work enqueued on ``stream`` may use after
     the caller drops it.
@@ -265,7 +287,7 @@ def scratch(like, shape, typestr: str, device: int, stream: int):
     if lib == "cupy":
         import cupy
 
-        with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+        with cupy.cuda.Device(device), _cupy_stream(cupy, stream):
             return cupy.empty(tuple(int(s) for s in shape), dtype=typestr)
     if lib == "numba":
         return empty(like, shape, typestr, device, stream)
