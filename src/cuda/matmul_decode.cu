@@ -107,18 +107,6 @@ __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     }
 }
 
-// B fragments of x from shared memory: four 8x8 matrices of 16-bit values,
-// row addresses from the 32 lanes (lane t gets row t / 4, values 2 (t % 4)
-// and 2 (t % 4) + 1 of each matrix: the mma's B fragment layout when a
-// matrix row is a row of x and its columns 8 values of k).
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint32_t *p) {
-    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
@@ -251,6 +239,18 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
             zv[b][1] = ld_cached16(zp + row + 16 * b + 8);
         }
     };
+    // Scales and zero_c of rows g and g + 8 of each block from shared memory
+    // laid out as [NB * 16 scales][NB * 16 zero_c] (ring slots, per-warp area).
+    auto read_scales = [&](const uint32_t *area, uint16_t (&sv)[NB][2], uint16_t (&zv)[NB][2]) {
+        const uint16_t *ss = reinterpret_cast<const uint16_t *>(area) + g;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            sv[b][0] = ss[16 * b];
+            sv[b][1] = ss[16 * b + 8];
+            zv[b][0] = ss[NB * 16 + 16 * b];
+            zv[b][1] = ss[NB * 16 + 16 * b + 8];
+        }
+    };
     auto ends_group = [&](int chunk) {
         const int step_end = s_begin + (chunk + 1) * U;
         return step_end % a.gsteps == 0 || step_end == s_end;
@@ -369,8 +369,8 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         for (int u = 0; u < U; ++u) {
             uint32_t xf[MT][2];  // this step's B fragments
             if constexpr (XS) {
-                uint32_t r[4];
-                ldsm_x4(r, ws - lane + kChunkWords + kScaleWords + 8 * u + xlane);
+                uint32_t r[4];  // ldmatrix: B fragments when a matrix row is a row of x, its columns 8 values of k
+                ldmatrix_x4(r, ws - lane + kChunkWords + kScaleWords + 8 * u + xlane);
                 xf[0][0] = r[0], xf[0][1] = r[1], xf[MT - 1][0] = r[2], xf[MT - 1][1] = r[3];
             } else {
 #pragma unroll
@@ -395,15 +395,8 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         if constexpr (GROUPED) {
             if (ends_group(chunk)) {
                 if constexpr (ASYNC) {
-                    const uint16_t *ss = reinterpret_cast<const uint16_t *>(ws - lane + kChunkWords) + g;
                     uint16_t sv[NB][2], zv[NB][2];
-#pragma unroll
-                    for (int b = 0; b < NB; ++b) {
-                        sv[b][0] = ss[16 * b];
-                        sv[b][1] = ss[16 * b + 8];
-                        zv[b][0] = ss[NB * 16 + 16 * b];
-                        zv[b][1] = ss[NB * 16 + 16 * b + 8];
-                    }
+                    read_scales(ws - lane + kChunkWords, sv, zv);
                     fold(sv, zv, tot);
                 } else {
                     fold(ch.s, ch.z, tot);
@@ -468,14 +461,7 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         cp_async_wait<0>();
         if constexpr (!GROUPED && XS) {
             __syncwarp();
-            const uint16_t *ss = reinterpret_cast<const uint16_t *>(pcs) + g;
-#pragma unroll
-            for (int b = 0; b < NB; ++b) {
-                s_pc[b][0] = ss[16 * b];
-                s_pc[b][1] = ss[16 * b + 8];
-                z_pc[b][0] = ss[NB * 16 + 16 * b];
-                z_pc[b][1] = ss[NB * 16 + 16 * b + 8];
-            }
+            read_scales(pcs, s_pc, z_pc);
         }
         __syncthreads();  // the rings become the reduction buffer
     }

@@ -180,6 +180,17 @@ int4mm_status prepare_small_m_tiled(const uint32_t *qweight, int64_t K, int64_t 
 
 // ---- device helpers shared by the kernel families ------------------------
 
+// Four 8x8 b16 matrices from shared memory (sm_75+); lane l supplies the
+// address of row (l % 8) of matrix (l / 8) and receives one 32-bit fragment
+// of each: lane t gets row t / 4, values 2 (t % 4) and 2 (t % 4) + 1.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *smem_src) {
+    const uint32_t src = static_cast<uint32_t>(__cvta_generic_to_shared(smem_src));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(src)
+                 : "memory");
+}
+
 // Bit casts between 32-bit words and packed pairs (memcpy: no aliasing UB; free).
 template <class P>
 __device__ __forceinline__ P bits_as(uint32_t u) {

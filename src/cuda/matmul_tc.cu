@@ -74,16 +74,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 // before other threads read the data).
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// Four 8x8 b16 matrices from shared memory; lane l supplies the address of
-// row (l % 8) of matrix (l / 8) and receives one 32-bit fragment of each.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void *smem_src) {
-    const uint32_t src = static_cast<uint32_t>(__cvta_generic_to_shared(smem_src));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(src)
-                 : "memory");
-}
-
 // c += a (16x16, row-major fragments) * b (16x8, column-major fragments), fp32 accumulate.
 template <class T>
 __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
