@@ -7,8 +7,10 @@
 //   ./harness m1 | g1 | m16   one-pass sweeps (g1: M = 1, G = 128)
 //   SHAPES="K,N,M,G ..." ./harness shapes   the same sweep on those shapes
 //   DEFAULTS_ONLY=1 times the default config only
-//   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers)
-// LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x).
+//   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers;
+//   M = 9-16 runs the mt = 2 ring kernels, x through the ring: v9)
+// LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x; a
+// multiple of 8 for the mt = 2 ring kernels, which copy rows in 16-byte pieces).
 // COPIES, GAP_KB, LAUNCHES: weight copies rotated (default: > 300 MB), slack
 // between copies, launches per timed graph (default 20).
 #include "../../src/cuda/matmul_decode.cu"
