@@ -89,11 +89,6 @@ __device__ __forceinline__ void cp_async16_keep(uint32_t *dst, const uint32_t *s
     const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 // Waits until at most stages - 2 groups are pending (stages: 2 .. 8).
 __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     switch (stages) {

@@ -180,6 +180,15 @@ int4mm_status prepare_small_m_tiled(const uint32_t *qweight, int64_t K, int64_t 
 
 // ---- device helpers shared by the kernel families ------------------------
 
+// cp.async bookkeeping (sm_80+): close the group of copies issued so far;
+// wait until at most N groups are pending (a barrier must follow before
+// other threads read the data).
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Four 8x8 b16 matrices from shared memory (sm_75+); lane l supplies the
 // address of row (l % 8) of matrix (l / 8) and receives one 32-bit fragment
 // of each: lane t gets row t / 4, values 2 (t % 4) and 2 (t % 4) + 1.

@@ -67,12 +67,6 @@ __device__ __forceinline__ void cp_async16_zfill(void *smem_dst, const void *gme
                  : "memory");
 }
 
-// Closes the group of cp.async issued so far (one group per stage).
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-
-// Waits for all outstanding cp.async of this thread (a barrier must follow
-// before other threads read the data).
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // c += a (16x16, row-major fragments) * b (16x8, column-major fragments), fp32 accumulate.
 template <class T>
@@ -369,7 +363,7 @@ __global__ void __launch_bounds__(kThreads) tc_matmul_kernel(const TypedProblem<
     load_x_tile_async(smem.a[0], p, m0, 0);
     cp_async_commit();
     store_tile(0, load_raw(0));
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncthreads();
 
     for (int kt = 0; kt < num_k_steps; ++kt) {
@@ -386,7 +380,7 @@ __global__ void __launch_bounds__(kThreads) tc_matmul_kernel(const TypedProblem<
         }
         mma_stage(acc, smem.a[cur], smem.b[cur], wm, wn, lane);
         if (has_next) store_tile(nxt, raw);
-        cp_async_wait_all();
+        cp_async_wait<0>();
         __syncthreads();
     }
 
