@@ -13,8 +13,21 @@
 // multiple of 8 for the mt = 2 ring kernels, which copy rows in 16-byte pieces).
 // COPIES, GAP_KB, LAUNCHES: weight copies rotated (default: > 300 MB), slack
 // between copies, launches per timed graph (default 20).
+// The v10 wgmma experiment (wgdecode_experiment.cu) is built in when the
+// CUTLASS/CuTe headers are on the include path (add -I<cutlass include>
+// --expt-relaxed-constexpr -DNDEBUG -ldl):
+//   ./harness wcheck | wscheck   its configs vs float64 (wscheck: a few, for compute-sanitizer)
+//   ./harness wsweep             SHAPES (default: M = 16-128 targets) vs fp16 cuBLAS
+//                                (CUBLAS_LIB=<path to libcublas.so>), the decode kernel
+//                                and every config; WCFG="j,mn,ks,stages" replaces the default
 #include "../../src/cuda/matmul_decode.cu"
+#if __has_include(<cute/arch/mma_sm90_gmma.hpp>)
+#define HARNESS_WGDECODE 1
+#include "wgdecode_experiment.cu"  // the v10 wgmma experiment (needs the CUTLASS include path)
+#endif
+#include <dlfcn.h>
 #include <cstdarg>
+#include <functional>
 #include <vector>
 #include <algorithm>
 #include <cmath>
@@ -28,6 +41,9 @@ int4mm_status fail(int4mm_status s, const char *fmt, ...) {
 }
 int4mm_status fail_cuda(cudaError_t e, const char *w) { fprintf(stderr, "%s: %s\n", w, cudaGetErrorString(e)); return INT4MM_ERR_CUDA; }
 void clear_error() {}
+#if defined(HARNESS_WGDECODE)
+namespace wgmma { bool compiled() { return true; } }  // this harness is built for sm_90a only
+#endif
 int4mm_status device_attrs(int device, DeviceAttrs *out) {
     cudaDeviceGetAttribute(&out->major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&out->minor, cudaDevAttrComputeCapabilityMinor, device);
@@ -120,12 +136,17 @@ static MatmulProblem problem(Case &cs, int copy) {
     return p;
 }
 
-static double check(Case &cs, DecodeConfig cfg) {
+using Launcher = std::function<int4mm_status(const MatmulProblem &, cudaStream_t)>;
+static Launcher decode_launcher(DecodeConfig cfg) {
+    return [cfg](const MatmulProblem &p, cudaStream_t s) { return launch_matmul_decode(p, s, cfg); };
+}
+
+static double check_with(Case &cs, const Launcher &launch) {
     const Shape &s = cs.sh;
     size_t ny = size_t(s.M) * (s.N + 8);
     CK(cudaMemset(cs.dy, 0xFF, ny * 2));  // NaN poison
     MatmulProblem p = problem(cs, 0);
-    if (launch_matmul_decode(p, 0, cfg) != INT4MM_OK) { printf("launch failed\n"); return 1e9; }
+    if (launch(p, 0) != INT4MM_OK) { printf("launch failed\n"); return 1e9; }
     CK(cudaDeviceSynchronize());
     std::vector<uint16_t> hy(ny);
     CK(cudaMemcpy(hy.data(), cs.dy, ny * 2, cudaMemcpyDeviceToHost));
@@ -165,14 +186,16 @@ static double check(Case &cs, DecodeConfig cfg) {
     return std::sqrt(num / den);
 }
 
+static double check(Case &cs, DecodeConfig cfg) { return check_with(cs, decode_launcher(cfg)); }
+
 static int g_launches = getenv("LAUNCHES") ? atoi(getenv("LAUNCHES")) : 20;
-static float time_cfg(Case &cs, DecodeConfig cfg, int launches = g_launches, int reps = 7) {
+static float time_with(Case &cs, const Launcher &launch, int launches = g_launches, int reps = 7) {
     cudaStream_t st; CK(cudaStreamCreate(&st));
     cudaGraph_t graph; cudaGraphExec_t exec;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; i < launches; ++i) {
         MatmulProblem p = problem(cs, i % cs.copies);
-        if (launch_matmul_decode(p, st, cfg) != INT4MM_OK) { printf("launch failed in capture\n"); exit(1); }
+        if (launch(p, st) != INT4MM_OK) { printf("launch failed in capture\n"); exit(1); }
     }
     CK(cudaStreamEndCapture(st, &graph));
     CK(cudaGraphInstantiate(&exec, graph, 0));
@@ -187,9 +210,144 @@ static float time_cfg(Case &cs, DecodeConfig cfg, int launches = g_launches, int
     cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
     return ts[ts.size() / 2];
 }
+static float time_cfg(Case &cs, DecodeConfig cfg, int launches = g_launches, int reps = 7) {
+    return time_with(cs, decode_launcher(cfg), launches, reps);
+}
+
+#if defined(HARNESS_WGDECODE)
+static Launcher wg_launcher(WgDecodeConfig cfg) {
+    return [cfg](const MatmulProblem &p, cudaStream_t s) { return launch_matmul_wgdecode(p, s, cfg); };
+}
+
+// fp16 cuBLAS (fp32 accumulation) on the same shape, y = x W with W [K, N]
+// fp16 (one copy: the timed shapes' weights exceed L2), in a graph like the
+// rest.  libcublas is opened at run time (CUBLAS_LIB, default libcublas.so:
+// the device has torch's copy, this machine has none); 0 if it is missing.
+static float time_cublas(const Shape &s) {
+    using Create = int (*)(void **);
+    using SetStream = int (*)(void *, cudaStream_t);
+    using GemmEx = int (*)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int, int,
+                           const void *, void *, int, int, int, int);
+    static void *lib = dlopen(getenv("CUBLAS_LIB") ? getenv("CUBLAS_LIB") : "libcublas.so", RTLD_NOW);
+    if (!lib) return 0.0f;
+    static void *h = nullptr;
+    auto create = reinterpret_cast<Create>(dlsym(lib, "cublasCreate_v2"));
+    auto set_stream = reinterpret_cast<SetStream>(dlsym(lib, "cublasSetStream_v2"));
+    auto gemm = reinterpret_cast<GemmEx>(dlsym(lib, "cublasGemmEx"));
+    if (!create || !set_stream || !gemm) return 0.0f;
+    if (!h && create(&h) != 0) return 0.0f;
+    __half *w, *x, *y;
+    CK(cudaMalloc(&w, size_t(s.K) * s.N * 2)); CK(cudaMalloc(&x, size_t(s.M) * s.K * 2)); CK(cudaMalloc(&y, size_t(s.M) * s.N * 2));
+    CK(cudaMemset(w, 0x22, size_t(s.K) * s.N * 2)); CK(cudaMemset(x, 0x22, size_t(s.M) * s.K * 2));
+    cudaStream_t st; CK(cudaStreamCreate(&st)); set_stream(h, st);
+    const float one = 1.0f, zero = 0.0f;
+    constexpr int kOpN = 0, kR16F = 2, kCompute32F = 68, kGemmDefault = -1;
+    auto run = [&]() {  // column-major: y^T [N, M] = W^T [N, K] (W row-major [K, N]) x^T [K, M]
+        gemm(h, kOpN, kOpN, s.N, s.M, s.K, &one, w, kR16F, s.N, x, kR16F, s.K, &zero, y, kR16F, s.N, kCompute32F,
+             kGemmDefault);
+    };
+    run(); CK(cudaStreamSynchronize(st));
+    cudaGraph_t graph; cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < g_launches; ++i) run();
+    CK(cudaStreamEndCapture(st, &graph)); CK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaEvent_t a, b; CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+    CK(cudaGraphLaunch(exec, st)); CK(cudaStreamSynchronize(st));
+    std::vector<float> ts;
+    for (int r = 0; r < 7; ++r) {
+        CK(cudaEventRecord(a, st)); CK(cudaGraphLaunch(exec, st)); CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b)); float ms; CK(cudaEventElapsedTime(&ms, a, b)); ts.push_back(ms * 1000.f / g_launches);
+    }
+    std::sort(ts.begin(), ts.end());
+    cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaStreamDestroy(st);
+    cudaFree(w); cudaFree(x); cudaFree(y);
+    return ts[ts.size() / 2];
+}
+
+// The wgmma kernel (matmul_wgdecode.cu): wcheck = every config on ragged
+// shapes vs float64 (wscheck: a few, for compute-sanitizer); wsweep = SHAPES
+// (default: the M = 16-128 targets) timed against fp16 cuBLAS, the decode
+// kernel (M <= 16) and every config.
+static int wg_main(const std::string &mode) {
+    if (mode == "wcheck" || mode == "wscheck") {
+        const bool quick = mode == "wscheck";
+        std::vector<Shape> shapes = {{1024, 1024, 16, 1024}, {1024, 1024, 13, 128}, {2048, 512, 33, 64}, {4096, 4096, 64, 4096},
+                                     {4096, 4096, 100, 128}, {1024, 2048, 128, 64}, {5120, 5120, 7, 128}, {8192, 1024, 40, 8192},
+                                     {640, 256, 9, 64}, {192, 64, 5, 192}, {1024, 512, 128, 128}};
+        if (quick) shapes = {{1024, 1024, 13, 128}, {640, 256, 40, 64}, {4096, 4096, 100, 4096}};
+        int fails = 0, n = 0; double worst = 0;
+        for (int bf = 0; bf < 2; ++bf)
+            for (auto sh : shapes) {
+                Case cs; cs.sh = sh; cs.bf16 = bf; setup(cs, false);
+                for (int mn : {16, 32, 64, 128}) for (int j : {1, 2, 4}) for (int ks : {1, 2, 4, 8}) for (int stg : {3, 4, 6}) {
+                    if ((mn == 128 && j == 4) || (sh.N / 16) % (4 * j)) continue;
+                    if (quick && (stg == 6 || ks == 8 || (mn > 16 && mn < sh.M / 2))) continue;
+                    if (mn > 16 && mn / 2 >= sh.M && !(sh.M <= 16 && mn == 32)) continue;  // far more rows than needed
+                    WgDecodeConfig cfg{j, mn, ks, stg};
+                    double e = check_with(cs, wg_launcher(cfg)); ++n;
+                    double tol = bf ? 8e-3 : 1.5e-3;
+                    worst = std::max(worst, e < 1e8 ? e : 0.0);
+                    if (!(e < tol)) { ++fails; printf("FAIL %s K=%d N=%d M=%d G=%d j=%d mn=%d ks=%d stages=%d err=%g\n", bf ? "bf16" : "fp16", sh.K, sh.N, sh.M, sh.G, j, mn, ks, stg, e); }
+                }
+                { double e = check_with(cs, wg_launcher(WgDecodeConfig{})); ++n; if (!(e < (bf ? 8e-3 : 1.5e-3))) { ++fails; printf("FAIL default %g\n", e); } }
+                teardown(cs);
+            }
+        printf("wcheck: %d cases, %d failures, worst rel err %.3g\n", n, fails, worst);
+        return fails ? 1 : 0;
+    }
+    std::vector<Shape> shapes = {{8192, 28672, 16, 8192}, {8192, 28672, 16, 128}, {8192, 8192, 16, 8192}, {8192, 8192, 16, 128},
+                                 {8192, 28672, 64, 8192}, {8192, 8192, 64, 8192}, {8192, 8192, 128, 8192}, {8192, 8192, 32, 8192},
+                                 {8192, 28672, 64, 128}, {8192, 8192, 128, 128}};
+    if (const char *v = getenv("SHAPES")) {
+        shapes.clear();
+        for (const char *q = v; *q;) {
+            Shape sh{}; int used = 0;
+            if (sscanf(q, " %d,%d,%d,%d%n", &sh.K, &sh.N, &sh.M, &sh.G, &used) != 4) break;
+            shapes.push_back(sh); q += used;
+        }
+    }
+    const bool defaults_only = getenv("DEFAULTS_ONLY") != nullptr;
+    for (auto sh : shapes) {
+        Case cs; cs.sh = sh; cs.bf16 = false; setup(cs, true);
+        const float tb = time_cublas(sh);
+        MatmulProblem p0 = problem(cs, 0);
+        WgDecodeConfig def; wgdecode_default_config(p0, 0, &def);
+        if (const char *v = getenv("WCFG")) sscanf(v, "%d,%d,%d,%d", &def.j, &def.mn, &def.ks, &def.stages);  // j,mn,ks,stages
+        const float tw = time_with(cs, wg_launcher(def));
+        char dec[64] = "";
+        if (sh.M <= 16) snprintf(dec, sizeof dec, " decode %.2f us (%.2fx)", time_cfg(cs, DecodeConfig{}), tb / time_cfg(cs, DecodeConfig{}));
+        printf("K=%d N=%d M=%d G=%d cublas %.2f us, wg default(j%d mn%d ks%d st%d) %.2f us (%.2fx)%s\n", sh.K, sh.N, sh.M, sh.G,
+               tb, def.j, def.mn, def.ks, def.stages, tw, tb / tw, dec);
+        if (!defaults_only) {
+            float best = 1e30; WgDecodeConfig bc{};
+            std::string line;
+            for (int mn : {16, 32, 64, 128}) for (int j : {1, 2, 4}) for (int ks : {1, 2, 4, 8}) for (int stg : {3, 4, 6}) {
+                if (mn < sh.M || (mn > 16 && mn / 2 >= sh.M) || (mn == 128 && j == 4) || (sh.N / 16) % (4 * j)) continue;
+                WgDecodeConfig cfg{j, mn, ks, stg};
+                int per_sm = 0;
+                if (wgdecode_blocks_per_sm(0, p0.dtype, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0) continue;
+                float t = time_with(cs, wg_launcher(cfg));
+                char buf[48]; snprintf(buf, sizeof buf, " %d/%d/%d/%d:%.1f", j, mn, ks, stg, t); line += buf;
+                if (t < best) { best = t; bc = cfg; }
+            }
+            printf("   sweep(j/mn/ks/st:us)%s\n   best j%d mn%d ks%d st%d %.2f us (%.2fx)\n", line.c_str(), bc.j, bc.mn, bc.ks, bc.stages, best, tb / best);
+        }
+        fflush(stdout);
+        teardown(cs);
+    }
+    return 0;
+}
+
+#else
+static int wg_main(const std::string &) {
+    printf("built without the CUTLASS include path: no wgmma experiment\n");
+    return 2;
+}
+#endif
 
 int main(int argc, char **argv) {
     std::string mode = argc > 1 ? argv[1] : "check";
+    if (mode.size() > 1 && mode[0] == 'w') return wg_main(mode);
     int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     if (mode == "check" || mode == "scheck") {
         // scheck: a few shapes and the shared-memory-ring configs only (for compute-sanitizer)

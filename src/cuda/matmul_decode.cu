@@ -78,17 +78,6 @@ __device__ __forceinline__ uint16_t ld_cached16(const uint16_t *p) {
     return v;
 }
 
-// 16 bytes global -> shared, asynchronously (L1 bypassed, L2 evict-first).
-__device__ __forceinline__ void cp_async16(uint32_t *dst, const uint32_t *src, uint64_t policy) {
-    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "l"(policy)
-                 : "memory");
-}
-// The same with the default L2 policy (data every CTA reads: x).
-__device__ __forceinline__ void cp_async16_keep(uint32_t *dst, const uint32_t *src) {
-    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
 // Waits until at most stages - 2 groups are pending (stages: 2 .. 8).
 __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     switch (stages) {
@@ -102,61 +91,12 @@ __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     }
 }
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ int cluster_rank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return static_cast<int>(r);
-}
-// The float at the same shared-memory offset as `p`, in CTA `rank` of the cluster.
-__device__ __forceinline__ float ld_cluster(const float *p, int rank) {
-    const uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-    uint32_t remote;
-    float v;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
-    asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(remote) : "memory");
-    return v;
-}
-#endif
 
 // A 16-bit value of type T (raw bits) -> fp32.
 template <class T>
 __device__ __forceinline__ float bits_to_float(uint16_t v) {
     if constexpr (std::is_same<T, __nv_bfloat16>::value) return __uint_as_float(uint32_t(v) << 16);
     else return __half2float(__ushort_as_half(v));
-}
-
-// (a & b) ^ c in one LOP3.
-__device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) {
-    uint32_t d;
-    asm("lop3.b32 %0, %1, %2, %3, 0x6A;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
-// One fragment word -> the four A registers holding q - 8 (exact).
-template <class T>
-__device__ __forceinline__ void dequant(uint32_t w, uint32_t (&a)[4]) {
-    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        constexpr uint32_t kMagic = 0x43084308u;  // (128 + 8) with the XOR of the stored q ^ 8
-        constexpr uint32_t kOne = 0x3F803F80u, kMinus136 = 0xC308C308u;
-        a[0] = fma2_bits<T>(and_xor(w, 0x000F000Fu, kMagic), kOne, kMinus136);
-        a[1] = fma2_bits<T>(and_xor(w >> 4, 0x000F000Fu, kMagic), kOne, kMinus136);
-        a[2] = fma2_bits<T>(and_xor(w >> 8, 0x000F000Fu, kMagic), kOne, kMinus136);
-        a[3] = fma2_bits<T>(and_xor(w >> 12, 0x000F000Fu, kMagic), kOne, kMinus136);
-    } else {
-        constexpr uint32_t kLo = 0x64086408u;    // 1024 + q  (low nibble, XOR 8 folded in)
-        constexpr uint32_t kHi = 0x64806480u;    // 1024 + 16 q
-        constexpr uint32_t kOne = 0x3C003C00u, kMinus1032 = 0xE408E408u;
-        constexpr uint32_t kSixteenth = 0x2C002C00u, kMinus72 = 0xD480D480u;
-        const uint32_t v = w >> 8;
-        a[0] = fma2_bits<T>(and_xor(w, 0x000F000Fu, kLo), kOne, kMinus1032);
-        a[1] = fma2_bits<T>(and_xor(w, 0x00F000F0u, kHi), kSixteenth, kMinus72);
-        a[2] = fma2_bits<T>(and_xor(v, 0x000F000Fu, kLo), kOne, kMinus1032);
-        a[3] = fma2_bits<T>(and_xor(v, 0x00F000F0u, kHi), kSixteenth, kMinus72);
-    }
 }
 
 template <class T>
@@ -592,30 +532,56 @@ size_t smem_bytes(const DecodeConfig &c, bool grouped) {
     return std::max(red, rings);
 }
 
+// kernel(args) on `grid` with `threads` threads and `smem` bytes of dynamic
+// shared memory; ks > 1: in clusters of ks CTAs along z (a K split, sm_90).
+template <class F, class A>
+int4mm_status launch_k_split(F kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream, int ks, const A &args) {
+    if (ks == 1) {
+        kernel<<<grid, threads, smem, stream>>>(args);
+        return INT4MM_OK;
+    }
+    cudaLaunchConfig_t lc{};
+    lc.gridDim = grid;
+    lc.blockDim = dim3(threads);
+    lc.dynamicSmemBytes = smem;
+    lc.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = ks;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
+    INT4MM_CUDA_TRY(cudaLaunchKernelEx(&lc, kernel, args));
+    return INT4MM_OK;
+}
+
 template <class T>
 int4mm_status launch(const DecodeArgs<T> &a, const DecodeConfig &c, cudaStream_t stream) {
     const bool grouped = a.gsteps != a.ksteps;
     const dim3 grid(static_cast<unsigned>(a.N16 / c.nb), static_cast<unsigned>((a.M + 8 * c.mt - 1) / (8 * c.mt)),
                     static_cast<unsigned>(c.ks));
-    const KernelFn<T> kernel = pick_kernel<T>(c, grouped);
-    if (c.ks == 1) {
-        kernel<<<grid, 32 * c.wk, smem_bytes(c, grouped), stream>>>(a);
-    } else {
-        cudaLaunchConfig_t lc{};
-        lc.gridDim = grid;
-        lc.blockDim = dim3(32 * c.wk);
-        lc.dynamicSmemBytes = smem_bytes(c, grouped);
-        lc.stream = stream;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeClusterDimension;
-        attr[0].val.clusterDim.x = 1;
-        attr[0].val.clusterDim.y = 1;
-        attr[0].val.clusterDim.z = c.ks;
-        lc.attrs = attr;
-        lc.numAttrs = 1;
-        INT4MM_CUDA_TRY(cudaLaunchKernelEx(&lc, kernel, a));
-    }
+    int4mm_status st = launch_k_split(pick_kernel<T>(c, grouped), grid, 32 * c.wk, smem_bytes(c, grouped), stream,
+                                      c.ks, a);
+    if (st != INT4MM_OK) return st;
     INT4MM_LAUNCH_CHECK("matmul (decode) launch");
+    return INT4MM_OK;
+}
+
+// Resident CTAs per SM of `kernel` (nullptr: no such kernel) with `threads`
+// threads and `smem` bytes of dynamic shared memory; 0 if it cannot run.
+// Above the default 48 KB the kernel is opted in to the device's maximum.
+template <class F>
+int4mm_status resident_ctas(int device, F kernel, int threads, size_t smem, int *out) {
+    *out = 0;
+    if (kernel == nullptr) return INT4MM_OK;
+    if (smem > 48 * 1024) {
+        int optin = 0;
+        INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        if (smem > size_t(optin)) return INT4MM_OK;
+        INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    }
+    INT4MM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(out, kernel, threads, smem));
     return INT4MM_OK;
 }
 
@@ -646,17 +612,7 @@ int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeCon
     int n = 0;
     int4mm_status st = with_element_type(dtype, [&](auto tag) {
         using T = decltype(tag);
-        const KernelFn<T> kernel = pick_kernel<T>(c, grouped);
-        if (kernel == nullptr) return INT4MM_OK;  // n = 0: no such kernel
-        const size_t smem = smem_bytes(c, grouped);
-        if (smem > 48 * 1024) {  // above the default limit: opt in (once per device and config)
-            int optin = 0;
-            INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-            if (smem > size_t(optin)) return INT4MM_OK;  // n = 0: cannot run
-            INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-        }
-        INT4MM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 32 * c.wk, smem));
-        return INT4MM_OK;
+        return resident_ctas(device, pick_kernel<T>(c, grouped), 32 * c.wk, smem_bytes(c, grouped), &n);
     });
     if (st != INT4MM_OK) return st;
     if (slot) slot->store(static_cast<int8_t>(n > 0 ? std::min(n, 127) : -1), std::memory_order_relaxed);
@@ -887,6 +843,28 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     return INT4MM_OK;
 }
 
+// The kernel arguments for p (fragment-ordered weights, shape already
+// checked): `steps` k16 steps per worker, `stages` ring slots.
+template <class T>
+DecodeArgs<T> frag_args(const MatmulProblem &p, int steps, int stages) {
+    DecodeArgs<T> a;
+    a.x = static_cast<const T *>(p.x);
+    a.w = p.frag.codes;
+    a.s = static_cast<const T *>(p.frag.scales);
+    a.zc = static_cast<const T *>(p.frag.zero_c);
+    a.bias = static_cast<const T *>(p.bias);
+    a.y = static_cast<T *>(p.y);
+    a.ldx = p.ldx;
+    a.ldy = p.ldy;
+    a.M = p.M;
+    a.N16 = p.N / 16;
+    a.ksteps = p.K / 16;
+    a.gsteps = p.group_size / 16;
+    a.warp_steps = steps;
+    a.stages = stages;
+    return a;
+}
+
 int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, DecodeConfig cfg) {
     if (!decode_supported(p))
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): needs fragment-ordered weights, N %% 16 == 0, "
@@ -929,21 +907,7 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     const int warp_steps = (chunks + warps - 1) / warps * cfg.u;
     return with_element_type(p.dtype, [&](auto tag) {
         using T = decltype(tag);
-        DecodeArgs<T> a;
-        a.x = static_cast<const T *>(p.x);
-        a.w = p.frag.codes;
-        a.s = static_cast<const T *>(p.frag.scales);
-        a.zc = static_cast<const T *>(p.frag.zero_c);
-        a.bias = static_cast<const T *>(p.bias);
-        a.y = static_cast<T *>(p.y);
-        a.ldx = p.ldx;
-        a.ldy = p.ldy;
-        a.M = p.M;
-        a.N16 = n16;
-        a.ksteps = ksteps;
-        a.gsteps = gsteps;
-        a.warp_steps = warp_steps;
-        a.stages = cfg.stages;
+        const DecodeArgs<T> a = frag_args<T>(p, warp_steps, cfg.stages);
         return launch<T>(a, cfg, stream);
     });
 }
