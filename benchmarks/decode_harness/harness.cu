@@ -7,6 +7,7 @@
 //   ./harness m1 | g1 | m16   one-pass sweeps (g1: M = 1, G = 128)
 //   SHAPES="K,N,M,G ..." ./harness shapes   the same sweep on those shapes
 //   DEFAULTS_ONLY=1 times the default config only
+//   ./harness host       host cost per call of a launch and of the decode entry (tiny shape)
 //   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers;
 //   M = 9-16 runs the mt = 2 ring kernels, x through the ring: v9)
 // LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x; a
@@ -27,6 +28,7 @@
 #endif
 #include <dlfcn.h>
 #include <cstdarg>
+#include <chrono>
 #include <functional>
 #include <vector>
 #include <algorithm>
@@ -345,9 +347,47 @@ static int wg_main(const std::string &) {
 }
 #endif
 
+__global__ void empty_kernel(int) {}
+
+// Host cost per call (no GPU time: tiny work, back-to-back launches, best of
+// 5 runs of 20000 calls): an empty kernel launch, the runtime queries the
+// library adds around a launch, and the decode kernel's C entry on K = N =
+// 256, M = 1 (what a prepared int4mm.matmul call spends below the bridge).
+static int host_main() {
+    cudaStream_t st; CK(cudaStreamCreate(&st));
+    auto per_call = [&](const char *name, auto &&f) {
+        for (int i = 0; i < 1000; ++i) f();
+        CK(cudaStreamSynchronize(st));
+        double best = 1e30;
+        for (int r = 0; r < 5; ++r) {
+            auto t0 = std::chrono::steady_clock::now();
+            for (int i = 0; i < 20000; ++i) f();
+            auto t1 = std::chrono::steady_clock::now();
+            CK(cudaStreamSynchronize(st));
+            best = std::min(best, std::chrono::duration<double, std::micro>(t1 - t0).count() / 20000);
+        }
+        printf("%-58s %.3f us\n", name, best);
+    };
+    per_call("empty_kernel<<<1, 32, 0, stream>>>", [&] { empty_kernel<<<1, 32, 0, st>>>(0); });
+    per_call("cudaGetDevice + cudaGetLastError", [&] { int d; cudaGetDevice(&d); (void)cudaGetLastError(); });
+    per_call("empty kernel + cudaGetDevice + cudaGetLastError", [&] {
+        int d; cudaGetDevice(&d); empty_kernel<<<1, 32, 0, st>>>(0); (void)cudaGetLastError(); });
+    Case cs; cs.sh = Shape{256, 256, 1, 256}; cs.bf16 = false; setup(cs, false);
+    MatmulProblem p = problem(cs, 0);
+    per_call("launch_matmul_decode(K = N = 256, M = 1, default config)", [&] {
+        if (launch_matmul_decode(p, st, DecodeConfig{}) != INT4MM_OK) exit(1); });
+    DecodeConfig c; decode_default_config(p, 0, &c);
+    per_call("launch_matmul_decode(..., the same config given)", [&] {
+        if (launch_matmul_decode(p, st, c) != INT4MM_OK) exit(1); });
+    printf("default config: nb%d mt%d u%d wk%d ks%d st%d\n", c.nb, c.mt, c.u, c.wk, c.ks, c.stages);
+    teardown(cs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     std::string mode = argc > 1 ? argv[1] : "check";
     if (mode.size() > 1 && mode[0] == 'w') return wg_main(mode);
+    if (mode == "host") return host_main();
     int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     if (mode == "check" || mode == "scheck") {
         // scheck: a few shapes and the shared-memory-ring configs only (for compute-sanitizer)
