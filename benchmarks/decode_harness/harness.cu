@@ -266,7 +266,7 @@ static float time_cublas(const Shape &s) {
     return ts[ts.size() / 2];
 }
 
-// The wgmma kernel (matmul_wgdecode.cu): wcheck = every config on ragged
+// The wgmma experiment (wgdecode_experiment.cu): wcheck = every config on ragged
 // shapes vs float64 (wscheck: a few, for compute-sanitizer); wsweep = SHAPES
 // (default: the M = 16-128 targets) timed against fp16 cuBLAS, the decode
 // kernel (M <= 16) and every config.

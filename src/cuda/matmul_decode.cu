@@ -91,7 +91,6 @@ __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     }
 }
 
-
 // A 16-bit value of type T (raw bits) -> fp32.
 template <class T>
 __device__ __forceinline__ float bits_to_float(uint16_t v) {

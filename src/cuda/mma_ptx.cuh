@@ -1,8 +1,9 @@
 // Device helpers shared by the tensor-core kernel families (matmul_mma_small.cu,
-// matmul_decode.cu, matmul_wgdecode.cu): the m16n8k16 mma in fp16 / bf16 with
-// fp32 accumulation, packed-pair FMA on raw words, the L2 evict-first policy
-// for weights that are read once, 16-byte cp.async, the cluster primitives of
-// a K split over a cluster, and the dequantization of one fragment word.
+// matmul_decode.cu; also the v10 experiment in benchmarks/decode_harness):
+// the m16n8k16 mma in fp16 / bf16 with fp32 accumulation, packed-pair FMA on
+// raw words, the L2 evict-first policy for weights that are read once,
+// 16-byte cp.async, the cluster primitives of a K split over a cluster, and
+// the dequantization of one fragment word.
 #ifndef INT4MM_MMA_PTX_CUH_
 #define INT4MM_MMA_PTX_CUH_
 
