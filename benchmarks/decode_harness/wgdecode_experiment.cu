@@ -45,9 +45,8 @@
 #include "mma_ptx.cuh"
 
 namespace int4mm {
-// Hopper small-batch kernel on the same fragment-ordered weights, wgmma with
-// the weights as the register operand (matmul_wgdecode.cu, sm_90a builds).
-// A config with j <= 0 (the default) picks measured defaults.
+// The experiment's config; j <= 0 (the default) picks the rough defaults of
+// wgdecode_default_config (a grid that fills the SMs, not a measured fit).
 struct WgDecodeConfig {
     int j = 0;       // 64-column groups per CTA (one warpgroup): 1, 2, 4 (2 with mn = 128)
     int mn = 0;      // rows of x per CTA: 16, 32, 64, 128 (more rows: grid.y)
