@@ -800,7 +800,6 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
     return INT4MM_OK;
 }
 
-
 // Chosen configs, per thread (no locks on the hot path): a decode loop
 // cycles through a handful of weight shapes.
 struct ConfigCacheEntry {

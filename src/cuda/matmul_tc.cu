@@ -67,7 +67,6 @@ __device__ __forceinline__ void cp_async16_zfill(void *smem_dst, const void *gme
                  : "memory");
 }
 
-
 // c += a (16x16, row-major fragments) * b (16x8, column-major fragments), fp32 accumulate.
 template <class T>
 __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
