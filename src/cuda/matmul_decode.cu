@@ -78,53 +78,6 @@ __device__ __forceinline__ uint16_t ld_cached16(const uint16_t *p) {
     return v;
 }
 
-// Bulk copies (sm_90): the ASYNC kernels' chunks as whole contiguous runs
-// (cp.async.bulk, completing on one mbarrier per ring slot) instead of 16-byte
-// cp.async per lane.  INT4MM_DECODE_BULK=1 at compile time (experiment).
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(INT4MM_DECODE_BULK) && INT4MM_DECODE_BULK
-#define INT4MM_DECODE_BULK_ON 1
-#else
-#define INT4MM_DECODE_BULK_ON 0
-#endif
-#if INT4MM_DECODE_BULK_ON
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t *bar) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(bar)) : "memory");
-}
-// One arrival (the only one the phase waits for) plus `bytes` still to land.
-__device__ __forceinline__ void mbar_arrive_expect(uint64_t *bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-    uint32_t done = 0;
-    do {
-        asm volatile(
-            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(smem_u32(bar)), "r"(parity)
-            : "memory");
-    } while (!done);
-}
-// `bytes` (a multiple of 16, both addresses 16-byte aligned) global -> shared,
-// completing on `bar`; evict-first in L2, or the default policy (`keep`).
-__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar, uint64_t policy) {
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(
-            smem_u32(dst)),
-        "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
-        : "memory");
-}
-__device__ __forceinline__ void bulk_copy_keep(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_u32(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
-                 : "memory");
-}
-#endif
-
 // Waits until at most stages - 2 groups are pending (stages: 2 .. 8).
 __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     switch (stages) {
@@ -251,45 +204,9 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
     // XS: this lane's ldmatrix row address in a slot's x: row (l % 8) + 8 (l / 16), values 8 ((l / 8) % 2) ..
     const int xlane = ((lane & 7) + 8 * (lane >> 4)) * kXRow + 4 * ((lane >> 3) & 1);
     const uint32_t *xsrc = reinterpret_cast<const uint32_t *>(a.x + int64_t(m0) * a.ldx + 16 * s_begin);
-#if INT4MM_DECODE_BULK_ON
-    // One mbarrier per ring slot of each warp (phase k of slot s: chunk s + k stages).
-    __shared__ uint64_t bars[8 * 8];
-    uint64_t *wbars = bars + warp * 8;
-    if constexpr (ASYNC) {
-        if (lane < a.stages) mbar_init(wbars + lane);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        __syncwarp();
-    }
-#endif
     auto issue = [&](int chunk) {  // `chunk` -> its slot
         const uint32_t *src = wp - lane + int64_t(chunk) * U * wstride;
         uint32_t *dst = wring + (chunk % a.stages) * kSlotWords;
-#if INT4MM_DECODE_BULK_ON
-        {
-            // Lanes 0 .. U-1: one k16 step's NB * 128 contiguous bytes each;
-            // lanes 16 .. 31: the rows of x (XS); lane U: the group's scales
-            // and zero_c.  Lane 0 arms the slot's barrier with the total.
-            uint64_t *bar = wbars + chunk % a.stages;
-            const bool scales = GROUPED && ends_group(chunk);
-            const uint32_t bytes = U * NB * 128 + (scales ? NB * 64 : 0) + (XS ? xrows * 32 * U : 0);
-            if (lane == 0) mbar_arrive_expect(bar, bytes);
-            if (lane < U) bulk_copy(dst + lane * NB * 32, src + lane * wstride, NB * 128, bar, policy);
-            if constexpr (GROUPED) {
-                if (scales && lane == U) {
-                    const int64_t row = int64_t((s_begin + (chunk + 1) * U - 1) / a.gsteps) * N;
-                    bulk_copy(dst + kChunkWords, sp - g + row, NB * 32, bar, policy);
-                    bulk_copy(dst + kChunkWords + NB * 8, zp - g + row, NB * 32, bar, policy);
-                }
-            }
-            if constexpr (XS) {
-                const int r = lane - 16;
-                if (r >= 0 && r < xrows)
-                    bulk_copy_keep(dst + kChunkWords + kScaleWords + r * kXRow,
-                                   xsrc + (int64_t(r) * a.ldx) / 2 + 8 * chunk * U, 32 * U, bar);
-            }
-            return;
-        }
-#endif
 #pragma unroll
         for (int i = 0; i < U * NB / 4; ++i) {
             const int piece = lane + 32 * i;  // 16-byte piece of the chunk
@@ -465,11 +382,7 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
                     // Chunk `chunk` has landed (for every lane: __syncwarp);
                     // its slot's previous reader, chunk - 1, is done too, so
                     // the slot it leaves takes chunk + stages - 1.
-#if INT4MM_DECODE_BULK_ON
-                    mbar_wait(wbars + chunk % a.stages, (chunk / a.stages) & 1);
-#else
                     cp_async_wait_ring(a.stages);
-#endif
                     __syncwarp();
                     if (chunk + a.stages - 1 < nchunks) issue(chunk + a.stages - 1);
                     cp_async_commit();
@@ -664,11 +577,8 @@ int4mm_status resident_ctas(int device, F kernel, int threads, size_t smem, int 
     if (smem > 48 * 1024) {
         int optin = 0;
         INT4MM_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-        cudaFuncAttributes fa;
-        INT4MM_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
-        const int limit = optin - static_cast<int>(fa.sharedSizeBytes);  // static + dynamic <= optin
-        if (smem > size_t(std::max(limit, 0))) return INT4MM_OK;
-        INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
+        if (smem > size_t(optin)) return INT4MM_OK;
+        INT4MM_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
     }
     INT4MM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(out, kernel, threads, smem));
     return INT4MM_OK;
