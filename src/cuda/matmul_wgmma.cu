@@ -154,8 +154,13 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 // - M <= 256: pingpong 64x256 (one 64-row weight tile per CTA: N/64 CTAs).
 // - otherwise 128x256 cooperative tiles; when they fill the last wave badly
 //   (e.g. N = 5120, M = 2048: 320 tiles on 132 SMs = 2.4 waves) stream-K
-//   spreads the remainder over all SMs (needs a stream-ordered workspace).
-int choose_config(int64_t M, int64_t N, int sm_count, int *splits) {
+//   spreads the remainder over all SMs (needs a stream-ordered workspace),
+//   unless K <= 4096: there each tile's K loop is short, stream-K's fixup
+//   costs more than it balances, and pingpong 64x256 tiles (twice as many,
+//   no workspace) were faster on H200 (benchmarks/NOTES.md, v12: 1024^2
+//   M = 2048 9.5 vs 20.1 us, 4096^2 M = 512 26.3 vs 36.5, 2048 x 5120 M = 2048
+//   63.2 vs 70.8; at K = 5120 they were 0-9% slower, at K = 20480 15-25%).
+int choose_config(int64_t M, int64_t N, int64_t K, int sm_count, int *splits) {
     const int64_t sms = sm_count > 0 ? sm_count : 132;
     *splits = 0;
     if (M <= 128) {
@@ -167,7 +172,7 @@ int choose_config(int64_t M, int64_t N, int sm_count, int *splits) {
     int64_t tiles = ((N + 127) / 128) * ((M + 255) / 256);
     int64_t waves = (tiles + sms - 1) / sms;
     double fill = static_cast<double>(tiles) / static_cast<double>(waves * sms);
-    if (fill < 0.9) return 3;
+    if (fill < 0.9) return K <= 4096 ? 0 : 3;
     return M > 512 ? 2 : 1;
 }
 
@@ -258,7 +263,7 @@ int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): device %d is not sm_90 or this build has no sm_90a code",
                     a.device);
     int splits = 0;
-    if (cfg < 0) cfg = choose_config(a.M, a.N, sms, &splits);
+    if (cfg < 0) cfg = choose_config(a.M, a.N, a.K, sms, &splits);
     if (cfg >= kNumConfigs) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     if (a.dtype == INT4MM_DTYPE_BF16) return detail::run<cutlass::bfloat16_t>(cfg, a, s, sms, splits);
     return detail::run<cutlass::half_t>(cfg, a, s, sms, splits);
