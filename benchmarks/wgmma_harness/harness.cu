@@ -5,10 +5,11 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -DNDEBUG -gencode=arch=compute_90a,code=sm_90a \
 //        -I<site-packages>/cutlass_library/source/include -Isrc/cuda \
 //        benchmarks/wgmma_harness/harness.cu -o wgh -ldl
+// (-DWGH_EXTRA adds candidate configs that the library does not build: cfg 10+.)
 // Run on an sm_90 GPU:
-//   CUBLAS_LIB=<path to libcublas.so> SHAPES="K,N,M,G ..." ./wgh
+//   CUBLAS_LIB=<path to libcublas.so> SHAPES="K,N,M,G ..." [CFGS="cfg,splits ..."] ./wgh
 // For each shape: fp16 cuBLAS (cublasGemmEx, fp32 accumulation), the
-// automatic choice and configs 0-5 (stream-K ones also with split-K 2 and 4),
+// automatic choice and configs 0-7 (stream-K ones also with split-K 2 and 4),
 // each checked against float64 on sampled rows and columns (outputs
 // NaN-poisoned first) and timed: a CUDA graph of LAUNCHES launches (default
 // 20) over weight copies rotated past 300 MB, median of 7 replays, in ROUNDS
@@ -16,18 +17,49 @@
 // memset): it runs cooler and faster than on random data, so its column is
 // for scale only; the bench's ratios are the ones to quote.
 #include "../../src/cuda/matmul_wgmma_f16.cu"
-// fp16 only: the bf16 instantiation (matmul_wgmma_bf16.cu) doubles the build.
+#include "../../src/cuda/matmul_wgmma_f16_small.cu"
+// fp16 only: the bf16 instantiations (matmul_wgmma_bf16*.cu) double the build.
 namespace int4mm {
 namespace wgmma {
 namespace detail {
 template <>
-int4mm_status run<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
+int4mm_status run_large<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
+    return INT4MM_ERR_UNSUPPORTED;
+}
+template <>
+int4mm_status run_small<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
     return INT4MM_ERR_UNSUPPORTED;
 }
 }  // namespace detail
 }  // namespace wgmma
 }  // namespace int4mm
 #include "../../src/cuda/matmul_wgmma.cu"
+
+// Candidate configurations not in the library (cfg 10 and up here), built
+// only when the harness is compiled with -DWGH_EXTRA.  Measured in v13 and
+// kept: 128x64 and 128x128 stream-K with K tiles of 128 (now configs 7 and
+// 6); not kept: pingpong 64x256 with K tiles of 128 (cfg 12 here).
+#if defined(WGH_EXTRA)
+namespace int4mm {
+namespace wgmma {
+namespace detail {
+template <class MmaT> using X12 = Config<MmaT, 64, 256, 1, Ping, PingEpi, void, 128>;
+}  // namespace detail
+}  // namespace wgmma
+}  // namespace int4mm
+static int4mm_status run_extra(int cfg, const int4mm_matmul_args &a, cudaStream_t st, int sms, int splits) {
+    using namespace int4mm::wgmma::detail;
+    using H = cutlass::half_t;
+    if (cfg == 12) return run_config<H, X12<H>>(a, st, sms, splits);
+    return INT4MM_ERR_INVALID_ARGUMENT;
+}
+static const int kExtra[] = {12};
+#else
+static int4mm_status run_extra(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
+    return INT4MM_ERR_INVALID_ARGUMENT;
+}
+static const int kExtra[] = {-1};
+#endif
 
 #include <dlfcn.h>
 
@@ -265,6 +297,7 @@ int main() {
         auto launch = [&](int cfg, int splits, int copy, cudaStream_t st) {
             int4mm_matmul_args a = args_for(copy);
             if (cfg < 0) return wgmma::launch_config(a, st, -1) == INT4MM_OK;
+            if (cfg >= 10) return run_extra(cfg, a, st, sms, splits) == INT4MM_OK;
             return wgmma::detail::run<cutlass::half_t>(cfg, a, st, sms, splits) == INT4MM_OK;
         };
         auto check = [&](int cfg, int splits) -> double {
@@ -288,14 +321,29 @@ int main() {
         };
 
         int auto_splits = 0;
-        const int auto_cfg = wgmma::choose_config(s.M, s.N, s.K, sms, &auto_splits);
+        const int auto_cfg = wgmma::choose_config(s.M, s.N, s.K, s.G, sms, &auto_splits);
         const float tc = time_cublas(s.K, s.N, s.M);
         printf("K=%d N=%d M=%d G=%d cublas %.1f us | auto cfg%d split%d", s.K, s.N, s.M, s.G, tc, auto_cfg,
                auto_splits);
         struct Cand {
             int cfg, splits;
         };
-        std::vector<Cand> cands = {{-1, 0}, {0, 0}, {1, 0}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}, {4, 4}, {5, 0}, {5, 2}};
+        std::vector<Cand> cands = {{-1, 0}, {0, 0}, {1, 0}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}, {4, 4},
+                                   {5, 0}, {5, 2}, {6, 0}, {6, 2}, {7, 0}, {7, 2}};
+        if (getenv("CFGS")) {  // CFGS="cfg,splits cfg,splits ...": only those (and auto)
+            cands = {{-1, 0}};
+            for (const char *q = getenv("CFGS"); *q;) {
+                Cand c{};
+                int used = 0;
+                if (sscanf(q, " %d,%d%n", &c.cfg, &c.splits, &used) != 2) break;
+                cands.push_back(c);
+                q += used;
+            }
+        }
+        for (int x : kExtra)
+            if (x >= 0 && (s.G == s.K || s.G % 128 == 0) && s.K % 128 == 0) {
+                cands.push_back({x, 0});
+            }
         // Every candidate checked, then timed in ROUNDS interleaved rounds
         // (the clock drifts as the GPU heats: one pass favours the first);
         // the median per candidate.
@@ -318,6 +366,8 @@ int main() {
             const Cand &c = cands[j];
             char name[32];
             if (c.cfg < 0) snprintf(name, sizeof name, "auto");
+            else if (c.cfg >= 10 && c.splits) snprintf(name, sizeof name, "x%ds%d", c.cfg, c.splits);
+            else if (c.cfg >= 10) snprintf(name, sizeof name, "x%d", c.cfg);
             else if (c.splits) snprintf(name, sizeof name, "c%ds%d", c.cfg, c.splits);
             else snprintf(name, sizeof name, "c%d", c.cfg);
             if (!ok[j]) {

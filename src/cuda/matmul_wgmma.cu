@@ -145,7 +145,8 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 
 // Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma", v6).
 // - M <= 64 / M <= 128: cooperative 128x64 / 128x128 tiles (x tiles no
-//   taller than M needs) with the stream-K scheduler: CUTLASS's heuristic
+//   taller than M needs; K tiles of 128 where K and G allow, else 64) with
+//   the stream-K scheduler: CUTLASS's heuristic
 //   spreads K over the SMs when the tiles fill less than a wave (8192 x
 //   28672, M = 64: 83 us, was 113 on pingpong 64x64); when the tiles fill
 //   between a quarter and half of the SMs, a plain split-K in two was
@@ -160,13 +161,15 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 //   no workspace) were faster on H200 (benchmarks/NOTES.md, v12: 1024^2
 //   M = 2048 9.5 vs 20.1 us, 4096^2 M = 512 26.3 vs 36.5, 2048 x 5120 M = 2048
 //   63.2 vs 70.8; at K = 5120 they were 0-9% slower, at K = 20480 15-25%).
-int choose_config(int64_t M, int64_t N, int64_t K, int sm_count, int *splits) {
+int choose_config(int64_t M, int64_t N, int64_t K, int64_t G, int sm_count, int *splits) {
     const int64_t sms = sm_count > 0 ? sm_count : 132;
     *splits = 0;
     if (M <= 128) {
         const int64_t tiles = ((N + 127) / 128) * (M <= 64 ? (M + 63) / 64 : (M + 127) / 128);
         if (4 * tiles > sms && 2 * tiles <= sms) *splits = 2;
-        return M <= 64 ? 5 : 4;
+        const bool k128 = K % 128 == 0 && (G == K || G % 128 == 0);  // K tiles of 128 (v13)
+        if (M <= 64) return k128 ? 7 : 5;
+        return k128 ? 6 : 4;
     }
     if (M <= 256) return 0;
     int64_t tiles = ((N + 127) / 128) * ((M + 255) / 256);
@@ -263,7 +266,7 @@ int4mm_status launch_config(const int4mm_matmul_args &a, cudaStream_t s, int cfg
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): device %d is not sm_90 or this build has no sm_90a code",
                     a.device);
     int splits = 0;
-    if (cfg < 0) cfg = choose_config(a.M, a.N, a.K, sms, &splits);
+    if (cfg < 0) cfg = choose_config(a.M, a.N, a.K, a.group_size, sms, &splits);
     if (cfg >= kNumConfigs) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     if (a.dtype == INT4MM_DTYPE_BF16) return detail::run<cutlass::bfloat16_t>(cfg, a, s, sms, splits);
     return detail::run<cutlass::half_t>(cfg, a, s, sms, splits);

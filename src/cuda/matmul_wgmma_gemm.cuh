@@ -73,9 +73,9 @@ inline WeightLayout weight_layout(int64_t K, int64_t N) {
 // ---------------------------------------------------------------------------
 // Kernel configurations.  Problem (CUTLASS terms): M = N_weights, N = rows of x.
 template <class MmaT, int TileN, int TileM, int ClusterN, class Schedule, class EpiSchedule,
-          class Scheduler = void>
+          class Scheduler = void, int TileK = kTileK>
 struct Config {
-    using TileShape = Shape<Int<TileN>, Int<TileM>, Int<kTileK>>;
+    using TileShape = Shape<Int<TileN>, Int<TileM>, Int<TileK>>;
     using ClusterShape = Shape<Int<ClusterN>, _1, _1>;
     using Fusion = cutlass::epilogue::fusion::LinCombPerRowBias<MmaT, float, MmaT, MmaT, float>;
     using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
@@ -118,7 +118,13 @@ template <class MmaT> using Cfg3 = Config<MmaT, 128, 256, 1, Coop, CoopEpi, Stre
 // weights (pingpong 64x64 / 64x128 tiles lost: NOTES.md, v6).
 template <class MmaT> using Cfg4 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK>;  // M <= 128
 template <class MmaT> using Cfg5 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK>;   // M <= 64
-constexpr int kNumConfigs = 6;
+// The same two with K tiles of 128 (half the mainloop trips; 4-7% faster at
+// M = 32-128 on H200: benchmarks/NOTES.md, v13), for K % 128 == 0 with G == K
+// or G % 128 == 0.
+template <class MmaT> using Cfg6 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK, 128>;  // M <= 128
+template <class MmaT> using Cfg7 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK, 128>;   // M <= 64
+constexpr int kNumConfigs = 8;
+constexpr int kFirstSmallConfig = 4;  // configs 4 .. 7 live in their own files (see run())
 
 template <class MmaT, class Cfg>
 int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
@@ -193,21 +199,39 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
 }
 
 // Runs configuration `cfg` (0 .. kNumConfigs - 1) with activations of type
-// MmaT (cutlass::half_t or cutlass::bfloat16_t); defined in
-// matmul_wgmma_f16.cu and matmul_wgmma_bf16.cu.
+// MmaT (cutlass::half_t or cutlass::bfloat16_t).  The CUTLASS instantiations
+// are the slowest part of the build, so they are spread over four files that
+// compile in parallel: configs 0-3 in matmul_wgmma_{f16,bf16}.cu (run_large),
+// 4-7 in matmul_wgmma_{f16,bf16}_small.cu (run_small).
 template <class MmaT>
-int4mm_status run(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
+int4mm_status run_large(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
+template <class MmaT>
+int4mm_status run_small(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
 
-// The definition both instantiation files use.
 template <class MmaT>
-int4mm_status run_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+inline int4mm_status run(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+    if (cfg >= kFirstSmallConfig) return run_small<MmaT>(cfg, a, stream, sm_count, splits);
+    return run_large<MmaT>(cfg, a, stream, sm_count, splits);
+}
+
+// The definitions the instantiation files use.
+template <class MmaT>
+int4mm_status run_large_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
     switch (cfg) {
         case 0: return run_config<MmaT, Cfg0<MmaT>>(a, stream, sm_count, splits);
         case 1: return run_config<MmaT, Cfg1<MmaT>>(a, stream, sm_count, splits);
         case 2: return run_config<MmaT, Cfg2<MmaT>>(a, stream, sm_count, splits);
         case 3: return run_config<MmaT, Cfg3<MmaT>>(a, stream, sm_count, splits);
+        default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
+    }
+}
+template <class MmaT>
+int4mm_status run_small_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+    switch (cfg) {
         case 4: return run_config<MmaT, Cfg4<MmaT>>(a, stream, sm_count, splits);
         case 5: return run_config<MmaT, Cfg5<MmaT>>(a, stream, sm_count, splits);
+        case 6: return run_config<MmaT, Cfg6<MmaT>>(a, stream, sm_count, splits);
+        case 7: return run_config<MmaT, Cfg7<MmaT>>(a, stream, sm_count, splits);
         default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     }
 }
