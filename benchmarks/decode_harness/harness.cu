@@ -26,7 +26,7 @@
 #define HARNESS_WGDECODE 1
 #include "wgdecode_experiment.cu"  // the v10 wgmma experiment (needs the CUTLASS include path)
 #endif
-#include <dlfcn.h>
+#include "../cublas_f16.h"
 #include <cstdarg>
 #include <chrono>
 #include <functional>
@@ -226,29 +226,13 @@ static Launcher wg_launcher(WgDecodeConfig cfg) {
 // rest.  libcublas is opened at run time (CUBLAS_LIB, default libcublas.so:
 // the device has torch's copy, this machine has none); 0 if it is missing.
 static float time_cublas(const Shape &s) {
-    using Create = int (*)(void **);
-    using SetStream = int (*)(void *, cudaStream_t);
-    using GemmEx = int (*)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int, int,
-                           const void *, void *, int, int, int, int);
-    static void *lib = dlopen(getenv("CUBLAS_LIB") ? getenv("CUBLAS_LIB") : "libcublas.so", RTLD_NOW);
-    if (!lib) return 0.0f;
-    static void *h = nullptr;
-    auto create = reinterpret_cast<Create>(dlsym(lib, "cublasCreate_v2"));
-    auto set_stream = reinterpret_cast<SetStream>(dlsym(lib, "cublasSetStream_v2"));
-    auto gemm = reinterpret_cast<GemmEx>(dlsym(lib, "cublasGemmEx"));
-    if (!create || !set_stream || !gemm) return 0.0f;
-    if (!h && create(&h) != 0) return 0.0f;
     __half *w, *x, *y;
     CK(cudaMalloc(&w, size_t(s.K) * s.N * 2)); CK(cudaMalloc(&x, size_t(s.M) * s.K * 2)); CK(cudaMalloc(&y, size_t(s.M) * s.N * 2));
     CK(cudaMemset(w, 0x22, size_t(s.K) * s.N * 2)); CK(cudaMemset(x, 0x22, size_t(s.M) * s.K * 2));
-    cudaStream_t st; CK(cudaStreamCreate(&st)); set_stream(h, st);
-    const float one = 1.0f, zero = 0.0f;
-    constexpr int kOpN = 0, kR16F = 2, kCompute32F = 68, kGemmDefault = -1;
-    auto run = [&]() {  // column-major: y^T [N, M] = W^T [N, K] (W row-major [K, N]) x^T [K, M]
-        gemm(h, kOpN, kOpN, s.N, s.M, s.K, &one, w, kR16F, s.N, x, kR16F, s.K, &zero, y, kR16F, s.N, kCompute32F,
-             kGemmDefault);
-    };
-    run(); CK(cudaStreamSynchronize(st));
+    cudaStream_t st; CK(cudaStreamCreate(&st));
+    auto run = [&]() { return cublas_gemm_f16(st, s.M, s.N, s.K, x, w, y); };
+    if (!run()) { cudaFree(w); cudaFree(x); cudaFree(y); cudaStreamDestroy(st); return 0.0f; }
+    CK(cudaStreamSynchronize(st));
     cudaGraph_t graph; cudaGraphExec_t exec;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; i < g_launches; ++i) run();

@@ -1,6 +1,6 @@
 // Standalone check + timing of every wgmma (CUTLASS) configuration of
 // src/cuda/matmul_wgmma.cu against fp16 cuBLAS, without the rest of the
-// library: which configuration each shape should get (benchmarks/NOTES.md, v12).
+// library: which configuration each shape should get (benchmarks/NOTES.md, v12, v13).
 // Build (nvcc, CUTLASS headers from the nvidia-cutlass wheel; ~4 min on 2 cores):
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -DNDEBUG -gencode=arch=compute_90a,code=sm_90a \
 //        -I<site-packages>/cutlass_library/source/include -Isrc/cuda \
@@ -61,7 +61,7 @@ static int4mm_status run_extra(int, const int4mm_matmul_args &, cudaStream_t, in
 static const int kExtra[] = {-1};
 #endif
 
-#include <dlfcn.h>
+#include "../cublas_f16.h"
 
 #include <algorithm>
 #include <cmath>
@@ -167,37 +167,19 @@ static float time_graph(const std::function<bool(int, cudaStream_t)> &run) {
     return ts[ts.size() / 2];
 }
 
-// fp16 cuBLAS, y = x W with W [K, N] fp16 (one copy), opened at run time.
+// fp16 cuBLAS, y = x W with W [K, N] fp16 (one copy; constant data).
 static float time_cublas(int K, int N, int M) {
-    using Create = int (*)(void **);
-    using SetStream = int (*)(void *, cudaStream_t);
-    using GemmEx = int (*)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int,
-                           int, const void *, void *, int, int, int, int);
-    static void *lib = dlopen(getenv("CUBLAS_LIB") ? getenv("CUBLAS_LIB") : "libcublas.so", RTLD_NOW);
-    if (!lib) return 0.0f;
-    static void *h = nullptr;
-    auto create = reinterpret_cast<Create>(dlsym(lib, "cublasCreate_v2"));
-    auto set_stream = reinterpret_cast<SetStream>(dlsym(lib, "cublasSetStream_v2"));
-    auto gemm = reinterpret_cast<GemmEx>(dlsym(lib, "cublasGemmEx"));
-    if (!create || !set_stream || !gemm) return 0.0f;
-    if (!h && create(&h) != 0) return 0.0f;
     __half *w, *x, *y;
     CK(cudaMalloc(&w, size_t(K) * N * 2));
     CK(cudaMalloc(&x, size_t(M) * K * 2));
     CK(cudaMalloc(&y, size_t(M) * N * 2));
     CK(cudaMemset(w, 0x22, size_t(K) * N * 2));
     CK(cudaMemset(x, 0x22, size_t(M) * K * 2));
-    const float one = 1.0f, zero = 0.0f;
-    constexpr int kOpN = 0, kR16F = 2, kCompute32F = 68, kGemmDefault = -1;
-    float t = time_graph([&](int, cudaStream_t st) {
-        set_stream(h, st);  // column-major: y^T [N, M] = W^T [N, K] x^T [K, M]
-        return gemm(h, kOpN, kOpN, N, M, K, &one, w, kR16F, N, x, kR16F, K, &zero, y, kR16F, N, kCompute32F,
-                    kGemmDefault) == 0;
-    });
+    const float t = time_graph([&](int, cudaStream_t st) { return cublas_gemm_f16(st, M, N, K, x, w, y); });
     cudaFree(w);
     cudaFree(x);
     cudaFree(y);
-    return t;
+    return t > 0 ? t : 0.0f;
 }
 
 struct Shape {

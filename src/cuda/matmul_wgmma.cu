@@ -143,7 +143,8 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
     z_out[idx] = elem_from_float<T>(-(z - 8.0f) * elem_to_float(s));
 }
 
-// Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma", v6).
+// Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma", v6) and
+// H200 (v12, v13).
 // - M <= 64 / M <= 128: cooperative 128x64 / 128x128 tiles (x tiles no
 //   taller than M needs; K tiles of 128 where K and G allow, else 64) with
 //   the stream-K scheduler: CUTLASS's heuristic
