@@ -133,7 +133,10 @@ static const int g_rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 3;
 static float time_graph(const std::function<bool(int, cudaStream_t)> &run) {
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
-    if (!run(0, st)) return -1.0f;  // warm-up outside the graph (CUTLASS opts kernels in to their smem)
+    if (!run(0, st)) {  // warm-up outside the graph (CUTLASS opts kernels in to their smem)
+        cudaStreamDestroy(st);
+        return -1.0f;
+    }
     CK(cudaStreamSynchronize(st));
     cudaGraph_t graph;
     cudaGraphExec_t exec;
@@ -141,7 +144,11 @@ static float time_graph(const std::function<bool(int, cudaStream_t)> &run) {
     bool ok = true;
     for (int i = 0; i < g_launches && ok; ++i) ok = run(i, st);
     CK(cudaStreamEndCapture(st, &graph));
-    if (!ok) return -1.0f;
+    if (!ok) {
+        cudaGraphDestroy(graph);
+        cudaStreamDestroy(st);
+        return -1.0f;
+    }
     CK(cudaGraphInstantiate(&exec, graph, 0));
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
