@@ -9,7 +9,8 @@
 // Run on an sm_90 GPU:
 //   CUBLAS_LIB=<path to libcublas.so> SHAPES="K,N,M,G ..." [CFGS="cfg,splits ..."] ./wgh
 // For each shape: fp16 cuBLAS (cublasGemmEx, fp32 accumulation), the
-// automatic choice and configs 0-7 (stream-K ones also with split-K 2 and 4),
+// automatic choice and configs 0-8 (stream-K ones also with split-K 2 and 4;
+// 8 only for per-channel weights),
 // each checked against float64 on sampled rows and columns (outputs
 // NaN-poisoned first) and timed: a CUDA graph of LAUNCHES launches (default
 // 20) over weight copies rotated past 300 MB, median of 7 replays, in ROUNDS
@@ -38,12 +39,20 @@ int4mm_status run_small<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cu
 // Candidate configurations not in the library (cfg 10 and up here), built
 // only when the harness is compiled with -DWGH_EXTRA.  Measured in v13 and
 // kept: 128x64 and 128x128 stream-K with K tiles of 128 (now configs 7 and
-// 6); not kept: pingpong 64x256 with K tiles of 128 (cfg 12 here).
+// 6); in v14, config 7 with the scales in the epilogue (now config 8); not
+// kept: pingpong 64x256 with K tiles of 128 (cfg 12 here) and the per-channel
+// twins of configs 6, 0 and 3 (cfg 14-16).
 #if defined(WGH_EXTRA)
 namespace int4mm {
 namespace wgmma {
 namespace detail {
 template <class MmaT> using X12 = Config<MmaT, 64, 256, 1, Ping, PingEpi, void, 128>;
+
+// Per-channel twins (scale and zero point in the epilogue, as config 8) of
+// configs 6, 0 and 3: measured in v14, not kept.
+template <class MmaT> using X14 = ChannelConfig<MmaT, 128, 128, Coop, CoopEpi, StreamK, 128>;  // like cfg 6
+template <class MmaT> using X15 = ChannelConfig<MmaT, 64, 256, Ping, PingEpi, void, 64>;       // like cfg 0
+template <class MmaT> using X16 = ChannelConfig<MmaT, 128, 256, Coop, CoopEpi, StreamK, 64>;   // like cfg 3
 }  // namespace detail
 }  // namespace wgmma
 }  // namespace int4mm
@@ -51,14 +60,20 @@ static int4mm_status run_extra(int cfg, const int4mm_matmul_args &a, cudaStream_
     using namespace int4mm::wgmma::detail;
     using H = cutlass::half_t;
     if (cfg == 12) return run_config<H, X12<H>>(a, st, sms, splits);
+    if (cfg == 14) return run_config<H, X14<H>>(a, st, sms, splits);
+    if (cfg == 15) return run_config<H, X15<H>>(a, st, sms, splits);
+    if (cfg == 16) return run_config<H, X16<H>>(a, st, sms, splits);
     return INT4MM_ERR_INVALID_ARGUMENT;
 }
-static const int kExtra[] = {12};
+// cfg, whether it is per-channel only, whether it takes split-K
+struct Extra { int cfg; bool per_channel; bool stream_k; };
+static const Extra kExtra[] = {{12, false, false}, {14, true, true}, {15, true, false}, {16, true, true}};
 #else
 static int4mm_status run_extra(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
     return INT4MM_ERR_INVALID_ARGUMENT;
 }
-static const int kExtra[] = {-1};
+struct Extra { int cfg; bool per_channel; bool stream_k; };
+static const Extra kExtra[] = {{-1, false, false}};
 #endif
 
 #include "../cublas_f16.h"
@@ -319,6 +334,10 @@ int main() {
         };
         std::vector<Cand> cands = {{-1, 0}, {0, 0}, {1, 0}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}, {4, 4},
                                    {5, 0}, {5, 2}, {6, 0}, {6, 2}, {7, 0}, {7, 2}};
+        if (s.G == s.K && s.K % 128 == 0) {  // config 8: per-channel weights only
+            cands.push_back({8, 0});
+            cands.push_back({8, 2});
+        }
         if (getenv("CFGS")) {  // CFGS="cfg,splits cfg,splits ...": only those (and auto)
             cands = {{-1, 0}};
             for (const char *q = getenv("CFGS"); *q;) {
@@ -329,9 +348,10 @@ int main() {
                 q += used;
             }
         }
-        for (int x : kExtra)
-            if (x >= 0 && (s.G == s.K || s.G % 128 == 0) && s.K % 128 == 0) {
-                cands.push_back({x, 0});
+        for (const Extra &x : kExtra)
+            if (x.cfg >= 0 && (s.G == s.K || s.G % 128 == 0) && s.K % 128 == 0 && (!x.per_channel || s.G == s.K)) {
+                cands.push_back({x.cfg, 0});
+                if (x.stream_k) cands.push_back({x.cfg, 2});
             }
         // Every candidate checked, then timed in ROUNDS interleaved rounds
         // (the clock drifts as the GPU heats: one pass favours the first);

@@ -19,6 +19,7 @@
 #include <cutlass/gemm/device/gemm_universal_adapter.h>
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 
+#include <algorithm>
 #include <type_traits>
 
 namespace int4mm {
@@ -96,6 +97,7 @@ struct Config {
         cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
     using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
     static constexpr bool kStreamK = std::is_same<Scheduler, cutlass::gemm::StreamKScheduler>::value;
+    static constexpr bool kPerChannel = false;
 };
 
 using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -123,8 +125,81 @@ template <class MmaT> using Cfg5 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, Strea
 // or G % 128 == 0.
 template <class MmaT> using Cfg6 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK, 128>;  // M <= 128
 template <class MmaT> using Cfg7 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK, 128>;   // M <= 64
-constexpr int kNumConfigs = 8;
-constexpr int kFirstSmallConfig = 4;  // configs 4 .. 7 live in their own files (see run())
+
+// Per-channel weights (G == K) can keep the scale and zero point out of the
+// mainloop: it converts the exact codes only (q ^ 8 read as a signed int4 is
+// q - 8), and the epilogue applies them per output element in fp32,
+//   y[m, n] = s[n] * acc[n, m] + zero_c[n] * xsum[m] + bias[n],
+// with xsum[m] = sum_k x[m, k] from a small kernel launched first
+// (`x_row_sums`).  That takes one HFMA2 per two weights and the scale tiles'
+// shared-memory traffic out of the consumer warps, which at M <= 64 are what
+// limits the kernel: 8192 x 28672 M = 64 74.2 -> 65.0 µs on H200 (the extra
+// launch makes it no faster on 8192^2; benchmarks/NOTES.md, v14).
+template <class MmaT, int TileN, int TileM, class Schedule, class EpiSchedule, class Scheduler, int TileK>
+struct ChannelConfig {
+    using TileShape = Shape<Int<TileN>, Int<TileM>, Int<TileK>>;
+    using ClusterShape = Shape<_1, _1, _1>;
+    static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+    // per weight column (a row of y^T): s, zero_c, bias (a null bias reads as 0)
+    using ColVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, MmaT, float, Stride<_1, _0, int64_t>>;
+    // per row of x: its sum (fp32, no alignment asked of M)
+    using RowVector = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 1>;
+    using ZeroTerm = cutlass::epilogue::fusion::Sm90EVT<  // zero_c * xsum + bias
+        cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
+        ColVector, RowVector, ColVector>;
+    using Fusion = cutlass::epilogue::fusion::Sm90EVT<  // s * acc + (zero_c * xsum + bias)
+        cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, MmaT, float, kRound>,
+        ColVector, cutlass::epilogue::fusion::Sm90AccFetch, ZeroTerm>;
+    using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+        cutlass::epilogue::collective::EpilogueTileAuto, float, float,
+        void, cutlass::layout::ColumnMajor, 8,   // no C
+        MmaT, cutlass::layout::ColumnMajor, 8,   // D = y^T, column-major: y row-major
+        EpiSchedule, Fusion>::CollectiveOp;
+    using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+        QuantT, WeightLayout, 32,                 // int4 W^T, converted only
+        MmaT, cutlass::layout::ColumnMajor, 8,    // x: K-major
+        float, TileShape, ClusterShape,
+        cutlass::gemm::collective::StageCountAutoCarveout<
+            static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+        Schedule>::CollectiveOp;
+    using Kernel =
+        cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
+    using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+    static constexpr bool kStreamK = std::is_same<Scheduler, cutlass::gemm::StreamKScheduler>::value;
+    static constexpr bool kPerChannel = true;
+};
+
+// Config 8: config 7's tiles for per-channel weights (above).
+template <class MmaT> using Cfg8 = ChannelConfig<MmaT, 128, 64, Coop, CoopEpi, StreamK, 128>;  // M <= 64, G == K
+constexpr int kNumConfigs = 9;
+constexpr int kFirstSmallConfig = 4;  // configs 4 .. 8 live in their own files (see run())
+
+// out[m] = sum_k x[m, k] in fp32, one CTA per row of x (K % 8 == 0, rows
+// 16-byte aligned: the wgmma path's own requirements on x).
+template <class T>
+__global__ void x_row_sums(const T *__restrict__ x, int64_t ldx, int K, float *__restrict__ out) {
+    const T *row = x + static_cast<int64_t>(blockIdx.x) * ldx;
+    float s = 0.0f;
+    for (int k = threadIdx.x * 8; k < K; k += blockDim.x * 8) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(row + k);
+        const T *e = reinterpret_cast<const T *>(&v);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s += static_cast<float>(e[i]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    __shared__ float part[32];
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        s = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.0f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (threadIdx.x == 0) out[blockIdx.x] = s;
+    }
+}
 
 template <class MmaT, class Cfg>
 int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
@@ -144,17 +219,33 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
         make_stride(_1{}, static_cast<int64_t>(N), static_cast<int64_t>(N) * scale_k);
     typename Kernel::StrideD dy = make_stride(_1{}, static_cast<int64_t>(a.ldy), static_cast<int64_t>(a.ldy) * M);
 
+    const MmaT *scales = reinterpret_cast<const MmaT *>(base + p.soff);
+    const MmaT *zero_c = reinterpret_cast<const MmaT *>(base + p.zoff);
+    const MmaT *bias = static_cast<const MmaT *>(a.bias);
+    (void)scales;  // nvcc's device pass warns about these (177-D) across the if constexpr
+    (void)zero_c;
+
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
     args.problem_shape = {N, M, K, 1};
-    args.mainloop = {reinterpret_cast<const QuantT *>(base), weight_layout(a.K, a.N),
-                     static_cast<const MmaT *>(a.x), dx,
-                     reinterpret_cast<const MmaT *>(base + p.soff), ds, G,
-                     reinterpret_cast<const MmaT *>(base + p.zoff)};
-    auto &fusion = args.epilogue.thread;
-    fusion.alpha = 1.0f;
-    fusion.beta = 0.0f;
-    fusion.bias_ptr = static_cast<const MmaT *>(a.bias);
+    // The sums of x's rows (per-channel configs) go at the start of the
+    // call's workspace; their pointer is set once that exists.
+    float *xsum = nullptr;
+    size_t sum_bytes = 0;
+    if constexpr (Cfg::kPerChannel) {
+        if (G != K) return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): config for per-channel weights, G=%d", G);
+        args.mainloop = {reinterpret_cast<const QuantT *>(base), weight_layout(a.K, a.N),
+                         static_cast<const MmaT *>(a.x), dx};
+        sum_bytes = (static_cast<size_t>(M) * sizeof(float) + 255) / 256 * 256;
+        args.epilogue.thread = {{scales}, {}, {{zero_c}, {xsum}, {bias}, {}}, {}};
+    } else {
+        args.mainloop = {reinterpret_cast<const QuantT *>(base), weight_layout(a.K, a.N),
+                         static_cast<const MmaT *>(a.x), dx, scales, ds, G, zero_c};
+        auto &fusion = args.epilogue.thread;
+        fusion.alpha = 1.0f;
+        fusion.beta = 0.0f;
+        fusion.bias_ptr = bias;
+    }
     args.epilogue.ptr_C = nullptr;
     args.epilogue.dC = dy;
     args.epilogue.ptr_D = static_cast<MmaT *>(a.y);
@@ -173,16 +264,25 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (wgmma): CUTLASS cannot implement M=%d N=%d K=%d G=%d",
                     M, N, K, G);
     // Only the stream-K configurations need a workspace (partial tiles +
-    // flags); it is taken from the stream-ordered pool for the call.
+    // flags), and the per-channel ones room for the row sums; it is taken
+    // from the stream-ordered pool for the call.
     size_t ws_bytes = Gemm::get_workspace_size(args);
-    void *ws = nullptr;
-    if (ws_bytes != 0) INT4MM_CUDA_TRY(cudaMallocAsync(&ws, ws_bytes, stream));
+    char *ws = nullptr;
+    if (sum_bytes + ws_bytes != 0)
+        INT4MM_CUDA_TRY(cudaMallocAsync(reinterpret_cast<void **>(&ws), sum_bytes + ws_bytes, stream));
     struct WsFree {
         void *p; cudaStream_t s;
         ~WsFree() { if (p) cudaFreeAsync(p, s); }
     } ws_free{ws, stream};
+    if constexpr (Cfg::kPerChannel) {
+        xsum = reinterpret_cast<float *>(ws);
+        const int threads = std::min(1024, (K / 8 + 31) / 32 * 32);
+        x_row_sums<MmaT><<<M, threads, 0, stream>>>(static_cast<const MmaT *>(a.x), a.ldx, K, xsum);
+        INT4MM_LAUNCH_CHECK("matmul (wgmma): row sums of x");
+        args.epilogue.thread = {{scales}, {}, {{zero_c}, {xsum}, {bias}, {}}, {}};
+    }
     Gemm gemm;
-    cutlass::Status st = gemm.initialize(args, ws, stream);
+    cutlass::Status st = gemm.initialize(args, ws_bytes != 0 ? ws + sum_bytes : nullptr, stream);
     if (st != cutlass::Status::kSuccess) {
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return fail_cuda(e, "matmul (wgmma): initialize");
@@ -202,7 +302,7 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
 // MmaT (cutlass::half_t or cutlass::bfloat16_t).  The CUTLASS instantiations
 // are the slowest part of the build, so they are spread over four files that
 // compile in parallel: configs 0-3 in matmul_wgmma_{f16,bf16}.cu (run_large),
-// 4-7 in matmul_wgmma_{f16,bf16}_small.cu (run_small).
+// 4-8 in matmul_wgmma_{f16,bf16}_small.cu (run_small).
 template <class MmaT>
 int4mm_status run_large(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
 template <class MmaT>
@@ -232,6 +332,7 @@ int4mm_status run_small_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t 
         case 5: return run_config<MmaT, Cfg5<MmaT>>(a, stream, sm_count, splits);
         case 6: return run_config<MmaT, Cfg6<MmaT>>(a, stream, sm_count, splits);
         case 7: return run_config<MmaT, Cfg7<MmaT>>(a, stream, sm_count, splits);
+        case 8: return run_config<MmaT, Cfg8<MmaT>>(a, stream, sm_count, splits);
         default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     }
 }
