@@ -157,24 +157,27 @@ def test_bf16_prepared(scale_dtype, G, M):
     assert rel_err(host(t, y2), expected(x32, w, s_used, z_used, b32)) <= TOL_BF16
 
 
-@pytest.mark.parametrize("M", [24, 64])
-def test_bf16_prepared_per_channel_long_k(M):
-    """Per-channel, K >= 8192, 17-64 rows: on Hopper the wgmma config with
-    the scale, zero point and bias applied in the epilogue, in bf16."""
+def test_bf16_prepared_per_channel_large():
+    """Per-channel, more than 2^26 values, 17-64 rows: on Hopper the wgmma
+    config with the scale, zero point and bias applied in the epilogue, in
+    bf16."""
     fw = torch_fw()
     t = fw.t
-    K, N = 8192, 272
+    K, N = 16384, 4112
     w, s, z = weights(K, N, None, False, "bfloat16", seed=5)
     sd, zd = device_scales(t, s, z, "bfloat16")
     pw = int4mm.prepare(fw.to_device(w["qweight"]), sd, zd, dtype="bfloat16")
-    rng = np.random.default_rng(M)
-    x32 = ref.bf16_round(rng.standard_normal((M, K)).astype(np.float32))
-    b32 = ref.bf16_round(rng.standard_normal(N).astype(np.float32))
-    out = poisoned(t, (M, N), t.bfloat16)
-    int4mm.matmul(bf16_tensor(t, x32), pw, bias=bf16_tensor(t, b32), out=out)
-    y = host(t, out)
-    assert not np.isnan(y).any()
-    assert rel_err(y, expected(x32, w, s, z, b32)) <= TOL_BF16
+    W = ref.dequantize(w["qweight"], s, z, None)
+    for M in (24, 64):
+        rng = np.random.default_rng(M)
+        x32 = ref.bf16_round(rng.standard_normal((M, K)).astype(np.float32))
+        b32 = ref.bf16_round(rng.standard_normal(N).astype(np.float32))
+        out = poisoned(t, (M, N), t.bfloat16)
+        int4mm.matmul(bf16_tensor(t, x32), pw, bias=bf16_tensor(t, b32), out=out)
+        y = host(t, out)
+        assert not np.isnan(y).any()
+        e = x32.astype(np.float64) @ W + b32.astype(np.float64)
+        assert rel_err(y, e) <= TOL_BF16, f"M={M}"
 
 
 @pytest.mark.parametrize("M", [1, 6, 11, 16])

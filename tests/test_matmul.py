@@ -188,32 +188,37 @@ def test_matmul_prepared(K, N, G, M, path):
     assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, M={M}, {path})"
 
 
-@pytest.mark.parametrize("K,N,M", [(8192, 1040, 17), (8192, 1040, 64), (8192, 6144, 40)])
-def test_matmul_prepared_per_channel_long_k(K, N, M):
-    """Per-channel weights with K >= 8192 at 17-64 rows: on Hopper the wgmma
-    config that converts the codes only and applies the scale, the zero
-    point (through the row sums of x) and the bias in its epilogue, with
-    CUTLASS's stream-K (N = 1040, ragged last tile) and split-K in two
+@pytest.mark.parametrize("K,N", [(16384, 4112), (11264, 6144)], ids=lambda v: str(v))
+def test_matmul_prepared_per_channel_large(K, N):
+    """Per-channel weights of more than 2^26 values at 17-64 rows: on Hopper
+    the wgmma config that converts the codes only and applies the scale, the
+    zero point (through the row sums of x) and the bias in its epilogue, with
+    CUTLASS's stream-K (N = 4112, a ragged last tile) and split-K in two
     (N = 6144).  The random zero points are rarely 8, a few fractional, so
-    the zero-point term carries weight.  With a bias and without."""
+    the zero-point term carries weight.  With a bias (validated path) and
+    without (fast path).  The weight is made here, not through problem()'s
+    cache: its float64 dequantization is 540 MB."""
     fw = framework("torch")
-    w, W = problem(K, N, None, False, seed=M)
+    w = ref.random_weights(K, N, seed=K + N)
+    W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)
     p = int4mm.prepare(*device_weights(fw, w)[:3])
-    rng = np.random.default_rng(M + 1)
-    x = rng.standard_normal((M, K)).astype(np.float16)
+    ms = (17, 33, 64)
+    rng = np.random.default_rng(K)
+    xs = [rng.standard_normal((M, K)).astype(np.float16) for M in ms]
     b = rng.standard_normal(N).astype(np.float16)
-    out = fw.poisoned((M, N))
-    int4mm.matmul(fw.to_device(x), p, bias=fw.to_device(b), out=out)
-    y = fw.to_host(out)
-    assert not np.isnan(y).any(), "kernel left output cells unwritten"
-    expect = reference_product(x, W)
-    err = rel_err(y, expect + b.astype(np.float64))
-    assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M}, bias)"
-    out = fw.poisoned((M, N))
-    assert int4mm.matmul(fw.to_device(x), p, out=out) is out
-    err = rel_err(fw.to_host(out), expect)
-    assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M})"
-    problem.cache_clear()
+    expect = np.split(reference_product(np.concatenate(xs), W), np.cumsum(ms)[:-1])
+    del W
+    for M, x, e in zip(ms, xs, expect):
+        out = fw.poisoned((M, N))
+        int4mm.matmul(fw.to_device(x), p, bias=fw.to_device(b), out=out)
+        y = fw.to_host(out)
+        assert not np.isnan(y).any(), f"kernel left output cells unwritten (M={M})"
+        err = rel_err(y, e + b.astype(np.float64))
+        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M}, bias)"
+        out = fw.poisoned((M, N))
+        assert int4mm.matmul(fw.to_device(x), p, out=out) is out
+        err = rel_err(fw.to_host(out), e)
+        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M})"
 
 
 @pytest.mark.parametrize("G", [64, 128, None], ids=lambda g: f"g{g or 'chan'}")

@@ -32,13 +32,13 @@ def test_sanitize_matmul(path, sparse, G, M):
 @pytest.mark.parametrize("K,N,G,M", [(256, 48, 64, 1), (256, 48, None, 13), (512, 96, 128, 40),
                                      (5120, 5120, None, 1), (4096, 8192, 128, 1), (8192, 4096, None, 5),
                                      (4096, 8192, None, 12), (8192, 4096, 128, 16), (1024, 256, None, 100),
-                                     (1024, 256, 128, 300), (8192, 272, None, 40)])
+                                     (1024, 256, 128, 300), (16384, 4112, None, 40)])
 def test_sanitize_prepared(K, N, G, M, path):
     """Prepared weights: the decode kernel (1, 2 and 4 groups of 8 rows; on
     Hopper 5120 x 5120 at M = 1 splits K over a 2-CTA cluster; 16 MiB weights
     stream through the shared-memory ring, at M = 12 and 16 with x in the
     ring) and wgmma (M = 40 and 100: K tiles of 128; M = 300 with K <= 4096
-    and few tiles: pingpong 64x256; per-channel 8192 x 272 at M = 40: the
+    and few tiles: pingpong 64x256; per-channel 16384 x 4112 at M = 40: the
     row sums of x and the scales in the epilogue)."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=M)

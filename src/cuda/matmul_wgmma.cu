@@ -173,10 +173,12 @@ int choose_config(int64_t M, int64_t N, int64_t K, int64_t G, int sm_count, int 
         // 4-25%, K = 20480 39.4 vs 50.7 µs; v14).
         if (M <= 64 && 3 * tiles <= sms && K > 4096) *splits = 0;
         const bool k128 = K % 128 == 0 && (G == K || G % 128 == 0);  // K tiles of 128 (v13)
-        // Per-channel weights, K >= 8192: config 7's tiles with the scale and
-        // zero point in the epilogue (v14: 4-15% faster there); at smaller K
-        // the extra launch for the row sums of x costs more than it saves.
-        if (M <= 64 && k128 && G == K && K >= 8192) return 8;
+        // Per-channel weights of more than 2^26 values (32 MiB of int4):
+        // config 7's tiles with the scale and zero point in the epilogue
+        // (v14: 4-15% faster there on H200); at 2^26 and below the extra
+        // launch for the row sums of x costs what it saves (8192^2: even),
+        // or more (4096 x 8192: +6%).
+        if (M <= 64 && k128 && G == K && K * N > (int64_t(1) << 26)) return 8;
         if (M <= 64) return k128 ? 7 : 5;
         return k128 ? 6 : 4;
     }
