@@ -8,7 +8,10 @@
 // register-A operand; the activations are the shared-memory B operand.  The
 // output tile is stored by the TMA epilogue as a column-major [N, M] matrix,
 // i.e. row-major y with row stride ldy; bias is a per-row (per weight column)
-// broadcast in the epilogue.
+// broadcast in the epilogue.  Per-channel weights at M <= 64 (config 8) skip
+// the per-element scale: the mainloop only converts the codes, and the
+// epilogue applies s * acc + zero_c * sum_k x[m, k] + bias (the row sums of x
+// from a small kernel launched first; matmul_wgmma_gemm.cuh, ChannelConfig).
 //
 // Activations, scales, zeros, bias and output are fp16 or bf16 (one type per
 // call, the type the weight was prepared for); the kernels are instantiated
@@ -144,15 +147,17 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 }
 
 // Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma", v6) and
-// H200 (v12, v13).
+// H200 (v12, v13, v14).
 // - M <= 64 / M <= 128: cooperative 128x64 / 128x128 tiles (x tiles no
 //   taller than M needs; K tiles of 128 where K and G allow, else 64) with
 //   the stream-K scheduler: CUTLASS's heuristic
 //   spreads K over the SMs when the tiles fill less than a wave (8192 x
 //   28672, M = 64: 83 us, was 113 on pingpong 64x64); when the tiles fill
 //   between a quarter and half of the SMs, a plain split-K in two was
-//   faster still (8192^2, M = 32: 28.6 vs 32.7 us).  *splits: 0 = CUTLASS's
-//   heuristic, n > 1 = split-K in n.
+//   faster still (8192^2, M = 32: 28.6 vs 32.7 us), except at M <= 64 with
+//   a third of a wave or less and K > 4096 (v14).  Per-channel weights of
+//   more than 2^26 values at M <= 64 take config 8 (v14).  *splits: 0 =
+//   CUTLASS's heuristic, n > 1 = split-K in n.
 // - M <= 256: pingpong 64x256 (one 64-row weight tile per CTA: N/64 CTAs).
 // - otherwise 128x256 cooperative tiles; when they fill the last wave badly
 //   (e.g. N = 5120, M = 2048: 320 tiles on 132 SMs = 2.4 waves) stream-K
