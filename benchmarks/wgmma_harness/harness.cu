@@ -17,6 +17,9 @@
 // (default 3) interleaved rounds, median.  cuBLAS reads constant data (a
 // memset): it runs cooler and faster than on random data, so its column is
 // for scale only; the bench's ratios are the ones to quote.
+// WGH_NODES=1 ./wgh instead times the graph nodes around a launch (an empty
+// kernel alone, with a stream-ordered alloc/free around it, with a kernel
+// before it: benchmarks/NOTES.md, v14).
 #include "../../src/cuda/matmul_wgmma_f16.cu"
 #include "../../src/cuda/matmul_wgmma_f16_small.cu"
 // fp16 only: the bf16 instantiations (matmul_wgmma_bf16*.cu) double the build.
@@ -50,9 +53,9 @@ template <class MmaT> using X12 = Config<MmaT, 64, 256, 1, Ping, PingEpi, void, 
 
 // Per-channel twins (scale and zero point in the epilogue, as config 8) of
 // configs 6, 0 and 3: measured in v14, not kept.
-template <class MmaT> using X14 = ChannelConfig<MmaT, 128, 128, Coop, CoopEpi, StreamK, 128>;  // like cfg 6
-template <class MmaT> using X15 = ChannelConfig<MmaT, 64, 256, Ping, PingEpi, void, 64>;       // like cfg 0
-template <class MmaT> using X16 = ChannelConfig<MmaT, 128, 256, Coop, CoopEpi, StreamK, 64>;   // like cfg 3
+template <class MmaT> using X14 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK, 128, true>;  // like cfg 6
+template <class MmaT> using X15 = Config<MmaT, 64, 256, 1, Ping, PingEpi, void, 64, true>;       // like cfg 0
+template <class MmaT> using X16 = Config<MmaT, 128, 256, 1, Coop, CoopEpi, StreamK, 64, true>;   // like cfg 3
 }  // namespace detail
 }  // namespace wgmma
 }  // namespace int4mm
@@ -208,7 +211,45 @@ struct Shape {
     int K, N, M, G;
 };
 
+__global__ void empty_kernel() {}
+
+// WGH_NODES=1: what the graph nodes around a wgmma launch cost per launch
+// (v14): an empty kernel alone, with a stream-ordered allocation and free
+// around it (as the stream-K / per-channel configs take their workspace),
+// and with a second small kernel before it (as config 8's row sums).
+static int node_costs() {
+    void *scratch = nullptr;
+    CK(cudaMalloc(&scratch, 1 << 20));
+    const float bare = time_graph([&](int, cudaStream_t st) {
+        empty_kernel<<<132, 128, 0, st>>>();
+        return cudaGetLastError() == cudaSuccess;
+    });
+    const float alloc = time_graph([&](int, cudaStream_t st) {
+        void *ws = nullptr;
+        if (cudaMallocAsync(&ws, 1 << 20, st) != cudaSuccess) return false;
+        empty_kernel<<<132, 128, 0, st>>>();
+        return cudaFreeAsync(ws, st) == cudaSuccess && cudaGetLastError() == cudaSuccess;
+    });
+    const float two = time_graph([&](int, cudaStream_t st) {
+        empty_kernel<<<64, 1024, 0, st>>>();
+        empty_kernel<<<132, 128, 0, st>>>();
+        return cudaGetLastError() == cudaSuccess;
+    });
+    const float both = time_graph([&](int, cudaStream_t st) {
+        void *ws = nullptr;
+        if (cudaMallocAsync(&ws, 1 << 20, st) != cudaSuccess) return false;
+        empty_kernel<<<64, 1024, 0, st>>>();
+        empty_kernel<<<132, 128, 0, st>>>();
+        return cudaFreeAsync(ws, st) == cudaSuccess && cudaGetLastError() == cudaSuccess;
+    });
+    printf("graph of %d: empty kernel %.2f us; + malloc/free async %.2f; + a kernel before it %.2f; both %.2f\n",
+           g_launches, bare, alloc, two, both);
+    cudaFree(scratch);
+    return 0;
+}
+
 int main() {
+    if (getenv("WGH_NODES")) return node_costs();
     std::vector<Shape> shapes;
     const char *v = getenv("SHAPES");
     if (v == nullptr)

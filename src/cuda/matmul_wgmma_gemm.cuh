@@ -72,13 +72,42 @@ inline WeightLayout weight_layout(int64_t K, int64_t N) {
 }
 
 // ---------------------------------------------------------------------------
+// Per-channel weights (G == K) can keep the scale and zero point out of the
+// mainloop: it converts the exact codes only (q ^ 8 read as a signed int4 is
+// q - 8), and the epilogue applies them per output element in fp32,
+//   y[m, n] = s[n] * acc[n, m] + zero_c[n] * xsum[m] + bias[n],
+// with xsum[m] = sum_k x[m, k] from a small kernel launched first
+// (`x_row_sums`).  That takes one HFMA2 per two weights and the scale tiles'
+// shared-memory traffic out of the consumer warps, which at M <= 64 are what
+// limits the kernel: 8192 x 28672 M = 64 74.2 -> 65.0 µs on H200 (the extra
+// launch makes it no faster on 8192^2; benchmarks/NOTES.md, v14).
+template <class MmaT, class TileShape>
+struct ChannelEpilogue {
+    static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+    // per weight column (a row of y^T): s, zero_c, bias (a null bias reads as 0)
+    using ColVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, MmaT, float, Stride<_1, _0, int64_t>>;
+    // per row of x: its sum (fp32, no alignment asked of M)
+    using RowVector = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 1>;
+    using ZeroTerm = cutlass::epilogue::fusion::Sm90EVT<  // zero_c * xsum + bias
+        cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
+        ColVector, RowVector, ColVector>;
+    using Fusion = cutlass::epilogue::fusion::Sm90EVT<  // s * acc + (zero_c * xsum + bias)
+        cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, MmaT, float, kRound>,
+        ColVector, cutlass::epilogue::fusion::Sm90AccFetch, ZeroTerm>;
+};
+
 // Kernel configurations.  Problem (CUTLASS terms): M = N_weights, N = rows of x.
+// PerChannel: the mainloop converts the codes only and the epilogue scales
+// (above; G == K only); otherwise each weight is scaled in the mainloop.
 template <class MmaT, int TileN, int TileM, int ClusterN, class Schedule, class EpiSchedule,
-          class Scheduler = void, int TileK = kTileK>
+          class Scheduler = void, int TileK = kTileK, bool PerChannel = false>
 struct Config {
     using TileShape = Shape<Int<TileN>, Int<TileM>, Int<TileK>>;
     using ClusterShape = Shape<Int<ClusterN>, _1, _1>;
-    using Fusion = cutlass::epilogue::fusion::LinCombPerRowBias<MmaT, float, MmaT, MmaT, float>;
+    using Fusion = std::conditional_t<PerChannel, typename ChannelEpilogue<MmaT, TileShape>::Fusion,
+                                      cutlass::epilogue::fusion::LinCombPerRowBias<MmaT, float, MmaT, MmaT, float>>;
+    using ElementA = std::conditional_t<PerChannel, QuantT,                  // int4 W^T, converted only
+                                        cute::tuple<QuantT, MmaT, MmaT>>;    // int4 W^T + scale + zero
     using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
         cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
         cutlass::epilogue::collective::EpilogueTileAuto, float, float,
@@ -87,8 +116,8 @@ struct Config {
         EpiSchedule, Fusion>::CollectiveOp;
     using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
         cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-        cute::tuple<QuantT, MmaT, MmaT>, WeightLayout, 32,   // int4 W^T + scale + zero
-        MmaT, cutlass::layout::ColumnMajor, 8,               // x: K-major
+        ElementA, WeightLayout, 32,
+        MmaT, cutlass::layout::ColumnMajor, 8,   // x: K-major
         float, TileShape, ClusterShape,
         cutlass::gemm::collective::StageCountAutoCarveout<
             static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
@@ -97,7 +126,7 @@ struct Config {
         cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
     using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
     static constexpr bool kStreamK = std::is_same<Scheduler, cutlass::gemm::StreamKScheduler>::value;
-    static constexpr bool kPerChannel = false;
+    static constexpr bool kPerChannel = PerChannel;
 };
 
 using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -126,53 +155,8 @@ template <class MmaT> using Cfg5 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, Strea
 template <class MmaT> using Cfg6 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK, 128>;  // M <= 128
 template <class MmaT> using Cfg7 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK, 128>;   // M <= 64
 
-// Per-channel weights (G == K) can keep the scale and zero point out of the
-// mainloop: it converts the exact codes only (q ^ 8 read as a signed int4 is
-// q - 8), and the epilogue applies them per output element in fp32,
-//   y[m, n] = s[n] * acc[n, m] + zero_c[n] * xsum[m] + bias[n],
-// with xsum[m] = sum_k x[m, k] from a small kernel launched first
-// (`x_row_sums`).  That takes one HFMA2 per two weights and the scale tiles'
-// shared-memory traffic out of the consumer warps, which at M <= 64 are what
-// limits the kernel: 8192 x 28672 M = 64 74.2 -> 65.0 µs on H200 (the extra
-// launch makes it no faster on 8192^2; benchmarks/NOTES.md, v14).
-template <class MmaT, int TileN, int TileM, class Schedule, class EpiSchedule, class Scheduler, int TileK>
-struct ChannelConfig {
-    using TileShape = Shape<Int<TileN>, Int<TileM>, Int<TileK>>;
-    using ClusterShape = Shape<_1, _1, _1>;
-    static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
-    // per weight column (a row of y^T): s, zero_c, bias (a null bias reads as 0)
-    using ColVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, MmaT, float, Stride<_1, _0, int64_t>>;
-    // per row of x: its sum (fp32, no alignment asked of M)
-    using RowVector = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>, 1>;
-    using ZeroTerm = cutlass::epilogue::fusion::Sm90EVT<  // zero_c * xsum + bias
-        cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float, kRound>,
-        ColVector, RowVector, ColVector>;
-    using Fusion = cutlass::epilogue::fusion::Sm90EVT<  // s * acc + (zero_c * xsum + bias)
-        cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, MmaT, float, kRound>,
-        ColVector, cutlass::epilogue::fusion::Sm90AccFetch, ZeroTerm>;
-    using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-        cutlass::epilogue::collective::EpilogueTileAuto, float, float,
-        void, cutlass::layout::ColumnMajor, 8,   // no C
-        MmaT, cutlass::layout::ColumnMajor, 8,   // D = y^T, column-major: y row-major
-        EpiSchedule, Fusion>::CollectiveOp;
-    using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-        cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-        QuantT, WeightLayout, 32,                 // int4 W^T, converted only
-        MmaT, cutlass::layout::ColumnMajor, 8,    // x: K-major
-        float, TileShape, ClusterShape,
-        cutlass::gemm::collective::StageCountAutoCarveout<
-            static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-        Schedule>::CollectiveOp;
-    using Kernel =
-        cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
-    using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-    static constexpr bool kStreamK = std::is_same<Scheduler, cutlass::gemm::StreamKScheduler>::value;
-    static constexpr bool kPerChannel = true;
-};
-
-// Config 8: config 7's tiles for per-channel weights (above).
-template <class MmaT> using Cfg8 = ChannelConfig<MmaT, 128, 64, Coop, CoopEpi, StreamK, 128>;  // M <= 64, G == K
+// Config 8: config 7's tiles for per-channel weights (ChannelEpilogue).
+template <class MmaT> using Cfg8 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK, 128, true>;  // M <= 64, G == K
 constexpr int kNumConfigs = 9;
 constexpr int kFirstSmallConfig = 4;  // configs 4 .. 8 live in their own files (see run())
 
