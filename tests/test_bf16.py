@@ -157,24 +157,35 @@ def test_bf16_prepared(scale_dtype, G, M):
     assert rel_err(host(t, y2), expected(x32, w, s_used, z_used, b32)) <= TOL_BF16
 
 
+def prepared_bf16(K, N, G, seed):
+    """Random weights with bf16 scales, prepared for bf16: (torch, w, s, z, prepared)."""
+    fw = torch_fw()
+    t = fw.t
+    w, s, z = weights(K, N, G, False, "bfloat16", seed=seed)
+    sd, zd = device_scales(t, s, z, "bfloat16")
+    return t, w, s, z, int4mm.prepare(fw.to_device(w["qweight"]), sd, zd, dtype="bfloat16")
+
+
+def call_with_bias(t, pw, M, K, N):
+    """Random bf16 x (M rows, seeded by M) and bias through ``pw`` into a
+    NaN-poisoned out: (x, bias, y) as float32 host arrays."""
+    rng = np.random.default_rng(M)
+    x32 = ref.bf16_round(rng.standard_normal((M, K)).astype(np.float32))
+    b32 = ref.bf16_round(rng.standard_normal(N).astype(np.float32))
+    out = poisoned(t, (M, N), t.bfloat16)
+    int4mm.matmul(bf16_tensor(t, x32), pw, bias=bf16_tensor(t, b32), out=out)
+    return x32, b32, host(t, out)
+
+
 def test_bf16_prepared_per_channel_large():
     """Per-channel, more than 2^26 values, 17-64 rows: on Hopper the wgmma
     config with the scale, zero point and bias applied in the epilogue, in
     bf16."""
-    fw = torch_fw()
-    t = fw.t
     K, N = 16384, 4112
-    w, s, z = weights(K, N, None, False, "bfloat16", seed=5)
-    sd, zd = device_scales(t, s, z, "bfloat16")
-    pw = int4mm.prepare(fw.to_device(w["qweight"]), sd, zd, dtype="bfloat16")
+    t, w, s, z, pw = prepared_bf16(K, N, None, seed=5)
     W = ref.dequantize(w["qweight"], s, z, None)
     for M in (24, 64):
-        rng = np.random.default_rng(M)
-        x32 = ref.bf16_round(rng.standard_normal((M, K)).astype(np.float32))
-        b32 = ref.bf16_round(rng.standard_normal(N).astype(np.float32))
-        out = poisoned(t, (M, N), t.bfloat16)
-        int4mm.matmul(bf16_tensor(t, x32), pw, bias=bf16_tensor(t, b32), out=out)
-        y = host(t, out)
+        x32, b32, y = call_with_bias(t, pw, M, K, N)
         assert not np.isnan(y).any()
         e = x32.astype(np.float64) @ W + b32.astype(np.float64)
         assert rel_err(y, e) <= TOL_BF16, f"M={M}"
@@ -185,20 +196,12 @@ def test_bf16_prepared_per_channel_large():
 def test_bf16_prepared_large_decode(G, M):
     """A 16 MiB weight at M <= 16: the shared-memory-ring decode kernel in bf16
     (x through the ring from 9 rows)."""
-    fw = torch_fw()
-    t = fw.t
     K, N = 8192, 4096
-    w, s, z = weights(K, N, G, False, "bfloat16", seed=3)
-    sd, zd = device_scales(t, s, z, "bfloat16")
-    pw = int4mm.prepare(fw.to_device(w["qweight"]), sd, zd, dtype="bfloat16")
-    rng = np.random.default_rng(M)
-    x32 = ref.bf16_round(rng.standard_normal((M, K)).astype(np.float32))
-    b32 = ref.bf16_round(rng.standard_normal(N).astype(np.float32))
-    out = poisoned(t, (M, N), t.bfloat16)
-    int4mm.matmul(bf16_tensor(t, x32), pw, bias=bf16_tensor(t, b32), out=out)
-    y = host(t, out)
+    t, w, s, z, pw = prepared_bf16(K, N, G, seed=3)
+    x32, b32, y = call_with_bias(t, pw, M, K, N)
     assert not np.isnan(y).any()
     assert rel_err(y, expected(x32, w, s, z, b32)) <= TOL_BF16
+
 
 def test_bf16_dtype_mismatches_are_refused():
     fw = torch_fw()
