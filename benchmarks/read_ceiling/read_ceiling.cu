@@ -9,6 +9,8 @@
 // Each size: every grid (CTAs per SM x threads) and loads in flight per
 // thread, reading with ld.global.nc.L1::no_allocate 16-byte loads in a
 // grid-stride loop; the best and the time an ideal read at 4.8 TB/s takes.
+#include "../graph_time.h"
+
 #include <cuda_runtime.h>
 #include <algorithm>
 #include <cstdio>
@@ -50,48 +52,13 @@ __global__ void read_all(const uint4 *__restrict__ src, size_t n16, unsigned *__
 
 static const int g_launches = getenv("LAUNCHES") ? atoi(getenv("LAUNCHES")) : 20;
 
-static float time_graph(const std::function<void(int, cudaStream_t)> &run) {
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    run(0, st);
-    CK(cudaStreamSynchronize(st));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < g_launches; ++i) run(i, st);
-    CK(cudaStreamEndCapture(st, &graph));
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    CK(cudaGraphLaunch(exec, st));
-    CK(cudaStreamSynchronize(st));
-    std::vector<float> ts;
-    for (int r = 0; r < 7; ++r) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(exec, st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        ts.push_back(ms * 1000.0f / g_launches);
-    }
-    std::sort(ts.begin(), ts.end());
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    cudaStreamDestroy(st);
-    return ts[ts.size() / 2];
-}
-
 template <int U>
 static float time_read(const char *base, size_t pitch, int copies, size_t bytes, int ctas, int threads, unsigned *out) {
     return time_graph([&](int i, cudaStream_t st) {
         read_all<U><<<ctas, threads, 0, st>>>(reinterpret_cast<const uint4 *>(base + size_t(i % copies) * pitch),
                                              bytes / 16, out);
-        CK(cudaGetLastError());
-    });
+        return cudaGetLastError() == cudaSuccess;
+    }, g_launches);
 }
 
 int main() {

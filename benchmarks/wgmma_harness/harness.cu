@@ -80,6 +80,7 @@ static const Extra kExtra[] = {{-1, false, false}};
 #endif
 
 #include "../cublas_f16.h"
+#include "../graph_time.h"
 
 #include <algorithm>
 #include <cmath>
@@ -147,50 +148,9 @@ static float h2f(uint16_t u) {
 static const int g_launches = getenv("LAUNCHES") ? atoi(getenv("LAUNCHES")) : 20;
 static const int g_rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 3;
 
-// Median µs per launch of `run(i)` (i: launch index) replayed from a graph.
-static float time_graph(const std::function<bool(int, cudaStream_t)> &run) {
-    cudaStream_t st;
-    CK(cudaStreamCreate(&st));
-    if (!run(0, st)) {  // warm-up outside the graph (CUTLASS opts kernels in to their smem)
-        cudaStreamDestroy(st);
-        return -1.0f;
-    }
-    CK(cudaStreamSynchronize(st));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    bool ok = true;
-    for (int i = 0; i < g_launches && ok; ++i) ok = run(i, st);
-    CK(cudaStreamEndCapture(st, &graph));
-    if (!ok) {
-        cudaGraphDestroy(graph);
-        cudaStreamDestroy(st);
-        return -1.0f;
-    }
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    CK(cudaGraphLaunch(exec, st));
-    CK(cudaStreamSynchronize(st));
-    std::vector<float> ts;
-    for (int r = 0; r < 7; ++r) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(exec, st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        ts.push_back(ms * 1000.0f / g_launches);
-    }
-    std::sort(ts.begin(), ts.end());
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    cudaStreamDestroy(st);
-    return ts[ts.size() / 2];
-}
+// Median µs per launch of `run(i)` (i: launch index) replayed from a graph
+// of g_launches; -1 when a launch fails.
+static float time_graph(const std::function<bool(int, cudaStream_t)> &run) { return time_graph(run, g_launches); }
 
 // fp16 cuBLAS, y = x W with W [K, N] fp16 (one copy; constant data).
 static float time_cublas(int K, int N, int M) {

@@ -1,0 +1,54 @@
+// The standalone harnesses' timing loop (wgmma_harness/, read_ceiling/), as the
+// bench times kernels: `launches` calls captured in one CUDA graph, one warm-up
+// replay, then the median of 7 timed replays, in µs per call.
+#ifndef INT4MM_BENCH_GRAPH_TIME_H_
+#define INT4MM_BENCH_GRAPH_TIME_H_
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+// run(i, stream) enqueues call i and says whether it could.  Returns -1 when a
+// call (the warm-up one outside the graph, or one while capturing) or a CUDA
+// step fails.
+inline float time_graph(const std::function<bool(int, cudaStream_t)> &run, int launches) {
+    cudaStream_t st;
+    if (cudaStreamCreate(&st) != cudaSuccess) return -1.0f;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaEvent_t a = nullptr, b = nullptr;
+    float result = -1.0f;
+    // warm-up outside the graph (CUTLASS opts kernels in to their shared memory)
+    bool ok = run(0, st) && cudaStreamSynchronize(st) == cudaSuccess &&
+              cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    if (ok) {
+        bool captured = true;
+        for (int i = 0; i < launches && captured; ++i) captured = run(i, st);
+        ok = cudaStreamEndCapture(st, &graph) == cudaSuccess && captured;
+    }
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess && cudaEventCreate(&a) == cudaSuccess &&
+         cudaEventCreate(&b) == cudaSuccess && cudaGraphLaunch(exec, st) == cudaSuccess &&
+         cudaStreamSynchronize(st) == cudaSuccess;
+    std::vector<float> ts;
+    for (int r = 0; r < 7 && ok; ++r) {
+        float ms = 0.0f;
+        ok = cudaEventRecord(a, st) == cudaSuccess && cudaGraphLaunch(exec, st) == cudaSuccess &&
+             cudaEventRecord(b, st) == cudaSuccess && cudaEventSynchronize(b) == cudaSuccess &&
+             cudaEventElapsedTime(&ms, a, b) == cudaSuccess;
+        ts.push_back(ms * 1000.0f / launches);
+    }
+    if (ok) {
+        std::sort(ts.begin(), ts.end());
+        result = ts[ts.size() / 2];
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    cudaStreamDestroy(st);
+    return result;
+}
+
+#endif  // INT4MM_BENCH_GRAPH_TIME_H_
