@@ -177,34 +177,22 @@ __global__ void empty_kernel() {}
 // (v14): an empty kernel alone, with a stream-ordered allocation and free
 // around it (as the stream-K / per-channel configs take their workspace),
 // and with a second small kernel before it (as config 8's row sums).
+static float node_cost(bool with_alloc, bool kernel_before) {
+    return time_graph([=](int, cudaStream_t st) {
+        void *ws = nullptr;
+        if (with_alloc && cudaMallocAsync(&ws, 1 << 20, st) != cudaSuccess) return false;
+        if (kernel_before) empty_kernel<<<64, 1024, 0, st>>>();
+        empty_kernel<<<132, 128, 0, st>>>();
+        if (with_alloc && cudaFreeAsync(ws, st) != cudaSuccess) return false;
+        return cudaGetLastError() == cudaSuccess;
+    });
+}
+
 static int node_costs() {
-    void *scratch = nullptr;
-    CK(cudaMalloc(&scratch, 1 << 20));
-    const float bare = time_graph([&](int, cudaStream_t st) {
-        empty_kernel<<<132, 128, 0, st>>>();
-        return cudaGetLastError() == cudaSuccess;
-    });
-    const float alloc = time_graph([&](int, cudaStream_t st) {
-        void *ws = nullptr;
-        if (cudaMallocAsync(&ws, 1 << 20, st) != cudaSuccess) return false;
-        empty_kernel<<<132, 128, 0, st>>>();
-        return cudaFreeAsync(ws, st) == cudaSuccess && cudaGetLastError() == cudaSuccess;
-    });
-    const float two = time_graph([&](int, cudaStream_t st) {
-        empty_kernel<<<64, 1024, 0, st>>>();
-        empty_kernel<<<132, 128, 0, st>>>();
-        return cudaGetLastError() == cudaSuccess;
-    });
-    const float both = time_graph([&](int, cudaStream_t st) {
-        void *ws = nullptr;
-        if (cudaMallocAsync(&ws, 1 << 20, st) != cudaSuccess) return false;
-        empty_kernel<<<64, 1024, 0, st>>>();
-        empty_kernel<<<132, 128, 0, st>>>();
-        return cudaFreeAsync(ws, st) == cudaSuccess && cudaGetLastError() == cudaSuccess;
-    });
+    const float bare = node_cost(false, false), alloc = node_cost(true, false);
+    const float two = node_cost(false, true), both = node_cost(true, true);
     printf("graph of %d: empty kernel %.2f us; + malloc/free async %.2f; + a kernel before it %.2f; both %.2f\n",
            g_launches, bare, alloc, two, both);
-    cudaFree(scratch);
     return 0;
 }
 
