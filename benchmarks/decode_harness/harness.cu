@@ -10,6 +10,9 @@
 //   ./harness host       host cost per call of a launch and of the decode entry (tiny shape)
 //   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers;
 //   M = 9-16 runs the mt = 2 ring kernels, x through the ring: v9)
+// INT4MM_PDL=0 launches without programmatic dependent launch (as the library
+// does then); PF=n prefetches n chunks per warp into L2 before a PDL launch
+// waits for the previous kernel (default: the ring's prologue).
 // LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x; a
 // multiple of 8 for the mt = 2 ring kernels, which copy rows in 16-byte pieces).
 // COPIES, GAP_KB, LAUNCHES: weight copies rotated (default: > 300 MB), slack
@@ -55,6 +58,10 @@ int4mm_status device_attrs(int device, DeviceAttrs *out) {
     cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, device);
     out->dram_bytes_per_s = 2.0 * khz * 1e3 * bits / 8.0;
     return INT4MM_OK;
+}
+bool pdl_enabled() {  // INT4MM_PDL=0 turns PDL off, as in the library
+    static const bool on = !(getenv("INT4MM_PDL") && strcmp(getenv("INT4MM_PDL"), "0") == 0);
+    return on;
 }
 }
 using namespace int4mm;
@@ -370,6 +377,7 @@ static int host_main() {
 
 int main(int argc, char **argv) {
     std::string mode = argc > 1 ? argv[1] : "check";
+    if (getenv("PF")) g_decode_prefetch = atoi(getenv("PF"));  // chunks prefetched into L2 before a PDL wait
     if (mode.size() > 1 && mode[0] == 'w') return wg_main(mode);
     if (mode == "host") return host_main();
     int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));

@@ -36,6 +36,12 @@ struct DeviceAttrs {
 };
 int4mm_status device_attrs(int device, DeviceAttrs *out);
 
+// Whether the kernels that support it are launched with programmatic
+// dependent launch on sm_90+ (they may start while the previous kernel of the
+// stream finishes): yes unless the environment sets INT4MM_PDL=0 (read once).
+// Defined in runtime.cu.
+bool pdl_enabled();
+
 inline bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }

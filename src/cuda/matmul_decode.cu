@@ -109,6 +109,11 @@ struct DecodeArgs {
     int64_t ldx, ldy;
     int M, N16, ksteps, gsteps, warp_steps;  // steps are k16 steps; warp_steps % U == 0
     int stages;  // ASYNC kernels: chunks in each warp's shared-memory ring (2 .. 8)
+    // Launched with programmatic dependent launch (sm_90+): the kernel may
+    // start while the previous kernel of the stream still runs, so it reads
+    // x and writes y only after griddepcontrol.wait; before that it only
+    // prefetches its first `prefetch` chunks of weights into L2.
+    int pdl, prefetch;
 };
 
 // Registers of one chunk: U k16 steps of NB weight words (ASYNC kernels keep
@@ -131,8 +136,12 @@ struct Chunk {
 // and per-channel scales go once into a per-warp area after the rings.
 // With 8 rows x stays in the register ring (staging it was 1-7% slower at
 // M = 1: benchmarks/NOTES.md, v9).
+// The 1 in the launch bounds keeps ptxas from trading registers for spills
+// to reach a round occupancy (64 / 80 / 128 registers with 8-40 bytes of
+// spills in the main loop of some kernels, up to 25% slower: NOTES v15);
+// the defaults are chosen from each kernel's measured occupancy anyway.
 template <class T, int NB, int MT, int U, int DEPTH, bool GROUPED, bool ASYNC>
-__global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
+__global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     using ChunkT = Chunk<NB, MT, U, GROUPED, ASYNC>;
     constexpr bool XS = ASYNC && MT == 2;  // x (and per-channel scales) through shared memory
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wk = blockDim.x >> 5;
@@ -340,6 +349,23 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         }
     };
 
+    // PDL: nothing of this call's data is read before the previous kernel
+    // has finished (griddepcontrol.wait), not even the weights, which that
+    // kernel may have written (prepare, a copy).  What may run before the
+    // wait is a prefetch of the first chunks into L2: a prefetch moves no data
+    // into this kernel, and the L2 is where every write lands, so the later
+    // reads see the previous kernel's writes (benchmarks/NOTES.md, v15).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (a.pdl) {
+        for (int chunk = 0; chunk < a.prefetch && chunk < nchunks; ++chunk)
+            if (lane < U) {  // one bulk prefetch per k16 step: NB * 128 contiguous bytes
+                const uint32_t *src = wp - lane + (int64_t(chunk) * U + lane) * wstride;
+                asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(NB * 128) : "memory");
+            }
+        asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    }
+#endif
+
     // Per-channel: the one scale row, loaded while the weights stream
     // (XS: into this warp's area after the rings, with chunk 0).
     uint16_t s_pc[NB][2], z_pc[NB][2];
@@ -391,6 +417,12 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
             }
         }
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Every load of this warp is issued: a PDL launch after this one may
+    // start its CTAs (and their prefetches) while this CTA reduces.  (At the
+    // start of the kernel instead, it was slower on some shapes: NOTES v15.)
+    if (a.pdl) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
     if constexpr (ASYNC) {
         cp_async_wait<0>();
         if constexpr (!GROUPED && XS) {
@@ -417,63 +449,66 @@ __global__ void __launch_bounds__(256) decode_kernel(DecodeArgs<T> a) {
         else return acc[b][mt];
     };
 
-    // Sum the wk warps' partials through shared memory: red[warp][n][m], then
-    // (K split over a cluster) the CTAs' sums through distributed shared memory.
+    // Sum the wk warps' partials through shared memory, red[warp][m][n] for
+    // the CTA's valid rows m only; with K split over a cluster, each CTA's sum
+    // goes to part[m][n] and the CTAs add them through distributed shared
+    // memory, each writing a share of the outputs.  (Every row of the tile
+    // and a separate pass for ks = 1 cost 1-3 µs: benchmarks/NOTES.md, v15.)
     constexpr int kCols = NB * 16, kRows = 8 * MT, kTile = kCols * kRows;
-    float *part = red + wk * kTile;  // this CTA's sum [n][m]
+    const int rows = min(kRows, a.M - m0);
 #pragma unroll
     for (int b = 0; b < NB; ++b)
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-            float *r = red + (int64_t(warp) * kCols + b * 16 + g) * kRows + 8 * mt + 2 * c;
+            const int m = 8 * mt + 2 * c;  // D: rows are weight columns g, g + 8; columns are rows of x 2c, 2c + 1
+            float *r = red + (warp * kRows + m) * kCols + b * 16 + g;
             const float(&v)[4] = result(b, mt);
-            r[0] = v[0];
-            r[1] = v[1];
-            r[8 * kRows] = v[2];
-            r[8 * kRows + 1] = v[3];
+            if (m < rows) {
+                r[0] = v[0];
+                r[8] = v[2];
+            }
+            if (m + 1 < rows) {
+                r[kCols] = v[1];
+                r[kCols + 8] = v[3];
+            }
         }
     __syncthreads();
-    const int rows = min(kRows, a.M - m0);
-    for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
+    auto warps_sum = [&](int i) {  // i = m * kCols + n
         float v = 0.0f;
-        for (int w = 0; w < wk; ++w) v += red[w * kTile + i];
-        part[i] = v;
-    }
-    const int ks = gridDim.z;
-    int share = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (ks > 1) {
-        cluster_sync();
-        share = cluster_rank();
-    } else {
-        __syncthreads();
-    }
-#else
-    __syncthreads();
-#endif
-    // CTA `share` of the cluster writes outputs share, share + ks, ...
-    const int col0 = nb0 * 16;
-    for (int i = threadIdx.x + share * blockDim.x; i < rows * kCols; i += ks * blockDim.x) {
+#pragma unroll
+        for (int w = 0; w < 8; ++w)
+            if (w < wk) v += red[w * kTile + i];
+        return v;
+    };
+    const int col0 = nb0 * 16, ks = gridDim.z;
+    auto store = [&](int i, float v) {
         const int m = i / kCols, n = i % kCols;
-        float v = 0.0f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        if (ks > 1) {
-            for (int q = 0; q < ks; ++q) v += ld_cluster(part + n * kRows + m, q);
-        } else {
-            v = part[n * kRows + m];
-        }
-#else
-        v = part[n * kRows + m];
-#endif
         if (a.bias != nullptr) v += Elem<T>::to_float(a.bias[col0 + n]);
         a.y[int64_t(m0 + m) * a.ldy + col0 + n] = Elem<T>::from_float(v);
+    };
+    if (ks == 1) {
+        for (int i = threadIdx.x; i < rows * kCols; i += blockDim.x) store(i, warps_sum(i));
+        return;
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (ks > 1) cluster_sync();  // keep this CTA's shared memory alive until the others read it
+    float *part = red + wk * kTile;  // this CTA's sum [m][n]
+    for (int i = threadIdx.x; i < rows * kCols; i += blockDim.x) part[i] = warps_sum(i);
+    cluster_sync();
+    // CTA `share` of the cluster writes outputs share, share + ks, ...
+    const int share = cluster_rank();
+    for (int i = threadIdx.x + share * blockDim.x; i < rows * kCols; i += ks * blockDim.x) {
+        float v = 0.0f;
+        for (int q = 0; q < ks; ++q) v += ld_cluster(part + i, q);
+        store(i, v);
+    }
+    cluster_sync();  // keep this CTA's shared memory alive until the others read it
 #endif
 }
 
 constexpr int kDepth = 1;  // chunks loaded ahead (2 was never faster: benchmarks/NOTES.md, v5)
+// Chunks per warp prefetched into L2 before a PDL launch waits for the
+// previous kernel; < 0: the ring's prologue (the decode harness sets it).
+int g_decode_prefetch = -1;
 
 template <class T>
 using KernelFn = void (*)(DecodeArgs<T>);
@@ -531,11 +566,35 @@ size_t smem_bytes(const DecodeConfig &c, bool grouped) {
     return std::max(red, rings);
 }
 
+// Whether the decode kernels this device runs were compiled for sm_90 or
+// newer: only those wait for the previous kernel (griddepcontrol.wait), so
+// only they may be launched with PDL.  A build with only sm_80 PTX, compiled
+// for a Hopper GPU at load time, has ptxVersion 80.  Once per device.
+constexpr int kMaxPdlDevices = 64;
+std::atomic<int8_t> g_pdl_compiled[kMaxPdlDevices];
+bool decode_pdl_compiled(int device) {
+    std::atomic<int8_t> *slot = device >= 0 && device < kMaxPdlDevices ? &g_pdl_compiled[device] : nullptr;
+    const int8_t v = slot ? slot->load(std::memory_order_relaxed) : 0;
+    if (v != 0) return v > 0;
+    cudaFuncAttributes fa{};
+    const bool ok = cudaFuncGetAttributes(&fa, decode_kernel<__half, 1, 1, 8, kDepth, false, false>) == cudaSuccess &&
+                    fa.ptxVersion >= 90;
+    (void)cudaGetLastError();
+    if (slot) slot->store(ok ? 1 : -1, std::memory_order_relaxed);
+    return ok;
+}
+
+// Set once a launch with the PDL attribute failed (a driver without it):
+// later launches go without.
+std::atomic<bool> g_pdl_refused{false};
+
 // kernel(args) on `grid` with `threads` threads and `smem` bytes of dynamic
-// shared memory; ks > 1: in clusters of ks CTAs along z (a K split, sm_90).
+// shared memory; ks > 1: in clusters of ks CTAs along z (a K split, sm_90);
+// args.pdl: with programmatic dependent launch.
 template <class F, class A>
-int4mm_status launch_k_split(F kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream, int ks, const A &args) {
-    if (ks == 1) {
+int4mm_status launch_k_split(F kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream, int ks, A args) {
+    if (args.pdl && g_pdl_refused.load(std::memory_order_relaxed)) args.pdl = 0;
+    if (ks == 1 && !args.pdl) {
         kernel<<<grid, threads, smem, stream>>>(args);
         return INT4MM_OK;
     }
@@ -544,13 +603,31 @@ int4mm_status launch_k_split(F kernel, dim3 grid, int threads, size_t smem, cuda
     lc.blockDim = dim3(threads);
     lc.dynamicSmemBytes = smem;
     lc.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = ks;
+    cudaLaunchAttribute attr[2];
+    unsigned n = 0;
+    if (ks > 1) {
+        attr[n].id = cudaLaunchAttributeClusterDimension;
+        attr[n].val.clusterDim.x = 1;
+        attr[n].val.clusterDim.y = 1;
+        attr[n].val.clusterDim.z = ks;
+        ++n;
+    }
+    if (args.pdl) {
+        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[n].val.programmaticStreamSerializationAllowed = 1;
+        ++n;
+    }
     lc.attrs = attr;
-    lc.numAttrs = 1;
+    lc.numAttrs = n;
+    if (args.pdl) {
+        if (cudaLaunchKernelEx(&lc, kernel, args) == cudaSuccess) return INT4MM_OK;
+        (void)cudaGetLastError();
+        args.pdl = 0;  // the kernel then does not wait: it must start after the previous one
+        lc.numAttrs = n - 1;
+        INT4MM_CUDA_TRY(cudaLaunchKernelEx(&lc, kernel, args));
+        g_pdl_refused.store(true, std::memory_order_relaxed);  // it was the attribute: never again
+        return INT4MM_OK;
+    }
     INT4MM_CUDA_TRY(cudaLaunchKernelEx(&lc, kernel, args));
     return INT4MM_OK;
 }
@@ -860,6 +937,8 @@ DecodeArgs<T> frag_args(const MatmulProblem &p, int steps, int stages) {
     a.gsteps = p.group_size / 16;
     a.warp_steps = steps;
     a.stages = stages;
+    a.pdl = 0;
+    a.prefetch = 0;
     return a;
 }
 
@@ -903,9 +982,15 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     const int chunks = ksteps / cfg.u;
     const int warps = cfg.wk * cfg.ks;
     const int warp_steps = (chunks + warps - 1) / warps * cfg.u;
+    DeviceAttrs attrs;
+    if ((st = device_attrs(p.device, &attrs)) != INT4MM_OK) return st;
     return with_element_type(p.dtype, [&](auto tag) {
         using T = decltype(tag);
-        const DecodeArgs<T> a = frag_args<T>(p, warp_steps, cfg.stages);
+        DecodeArgs<T> a = frag_args<T>(p, warp_steps, cfg.stages);
+        // PDL where it was measured to help (NOTES v15): not with a K split
+        // over 4 or more CTAs of a cluster (20480 x 5120: 19.8 -> 22.2 µs).
+        a.pdl = cfg.ks <= 2 && attrs.major >= 9 && pdl_enabled() && decode_pdl_compiled(p.device);
+        a.prefetch = g_decode_prefetch >= 0 ? g_decode_prefetch : cfg.stages > 0 ? cfg.stages - 1 : kDepth;
         return launch<T>(a, cfg, stream);
     });
 }

@@ -6,6 +6,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -258,6 +259,14 @@ int4mm_status device_attrs(int device, DeviceAttrs *out) {
     }
     *out = a;
     return INT4MM_OK;
+}
+
+bool pdl_enabled() {
+    static const bool on = [] {
+        const char *v = std::getenv("INT4MM_PDL");
+        return v == nullptr || std::strcmp(v, "0") != 0;
+    }();
+    return on;
 }
 
 }  // namespace int4mm
