@@ -18,7 +18,8 @@
 // first chunks (pdl 1), before anything (pdl 2), or after prefetching those
 // chunks into L2 only (pdl 3: a prefetch cannot return stale data, so this is
 // safe even when the previous kernel writes the weights; pdl 1 is not)).
-// ALL=1 prints every config, not only the best 8.
+// ALL=1 prints every config, not only the best 8; IL=1 adds the interleaved
+// K order; PDL="0 1" limits the launch variants.
 #include "../graph_time.h"
 
 #include <cuda_runtime.h>
@@ -138,6 +139,13 @@ int main() {
             s = s.substr(j + 1);
         }
     }
+    std::vector<int> interleave_list = {0}, pdl_list = {0, 1, 2, 3};
+    if (getenv("IL")) interleave_list = {0, 1};
+    if (const char *v = getenv("PDL")) {
+        pdl_list.clear();
+        for (const char *q = v; *q; ++q)
+            if (*q >= '0' && *q <= '3') pdl_list.push_back(*q - '0');
+    }
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     cudaDeviceProp prop;
@@ -163,8 +171,8 @@ int main() {
                 for (int wk : {2, 4, 8})
                     for (int ks : {1, 2, 4})
                         for (int stages : {2, 3})
-                            for (int il : {0})
-                                for (int pdl : {0, 1, 2, 3}) {
+                            for (int il : interleave_list)
+                                for (int pdl : pdl_list) {
                                     const int n16 = N / 16, ksteps = K / 16;
                                     if (n16 % nb || ksteps % (u * ks * wk)) continue;
                                     const size_t smem = size_t(wk) * stages * u * nb * 128;
@@ -199,7 +207,7 @@ int main() {
         printf("K=%d N=%d (%.1f MB): %zu configs; best %zu:\n", K, N, bytes / 1e6, res.size(), shown);
         for (size_t i = 0; i < res.size() && i < shown; ++i)
             printf("   %.2f us (%.2f TB/s) %s\n", res[i].t, bytes / res[i].t / 1e6, res[i].name.c_str());
-        for (int pdl : {0, 1, 2, 3})  // best per launch variant
+        for (int pdl : pdl_list)  // best per launch variant
             for (auto &r : res)
                 if (r.name.find(" pdl" + std::to_string(pdl)) != std::string::npos) {
                     printf("   best pdl%d: %.2f us %s\n", pdl, r.t, r.name.c_str());
