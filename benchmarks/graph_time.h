@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <vector>
 
@@ -49,6 +50,26 @@ inline float time_graph(const std::function<bool(int, cudaStream_t)> &run, int l
     if (b) cudaEventDestroy(b);
     cudaStreamDestroy(st);
     return result;
+}
+
+// Weight copies for a buffer of `bytes`, rotated past 300 MB so that each
+// launch reads its copy from DRAM (more than 4 x the 50-60 MB L2): the pitch
+// between copies (4 KiB-aligned) and their count.
+struct Rotation {
+    size_t pitch;
+    int copies;
+};
+inline Rotation rotation_for(size_t bytes) {
+    const size_t pitch = (bytes + 4095) / 4096 * 4096;
+    return {pitch, int(std::max<size_t>(2, (size_t(300) << 20) / pitch + 1))};
+}
+
+// "<GPU>, <n> SMs; graph of <launches> launches, ...": the probes' first line.
+inline void print_device_line(int launches) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return;
+    printf("%s, %d SMs; graph of %d launches, copies rotated past 300 MB, median of 7\n", prop.name,
+           prop.multiProcessorCount, launches);
 }
 
 #endif  // INT4MM_BENCH_GRAPH_TIME_H_

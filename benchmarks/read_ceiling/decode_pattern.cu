@@ -148,8 +148,6 @@ int main() {
     }
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
     unsigned *out;
     CK(cudaMalloc(&out, 1 << 20));
     for (int nb : {4, 8, 16})
@@ -157,10 +155,12 @@ int main() {
             Fn f = u == 4 ? pick_nb<4>(nb) : pick_nb<8>(nb);
             CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
         }
-    printf("%s, %d SMs; graph of %d launches, copies rotated past 300 MB, median of 7\n", prop.name, sms, g_launches);
+    print_device_line(g_launches);
     for (auto [K, N] : shapes) {
-        const size_t bytes = size_t(K) * N / 2, pitch = (bytes + 4095) / 4096 * 4096;
-        const int copies = int(std::max<size_t>(2, (size_t(300) << 20) / pitch + 1));
+        const size_t bytes = size_t(K) * N / 2;
+        const Rotation rot = rotation_for(bytes);
+        const size_t pitch = rot.pitch;
+        const int copies = rot.copies;
         char *buf;
         CK(cudaMalloc(&buf, pitch * copies));
         CK(cudaMemset(buf, 0x5a, pitch * copies));

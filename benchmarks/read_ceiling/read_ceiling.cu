@@ -74,15 +74,14 @@ int main() {
     }
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
     unsigned *out;
     CK(cudaMalloc(&out, 1 << 20));
-    printf("%s, %d SMs; graph of %d launches, copies rotated past 300 MB, median of 7\n", prop.name, sms, g_launches);
+    print_device_line(g_launches);
     for (double mb : sizes_mb) {
         const size_t bytes = size_t(mb * 1e6) / 16 * 16;
-        const size_t pitch = (bytes + 4095) / 4096 * 4096;
-        const int copies = int(std::max<size_t>(2, (size_t(300) << 20) / pitch + 1));
+        const Rotation rot = rotation_for(bytes);
+        const size_t pitch = rot.pitch;
+        const int copies = rot.copies;
         char *base;
         CK(cudaMalloc(&base, pitch * copies));
         CK(cudaMemset(base, 0x5a, pitch * copies));
