@@ -998,6 +998,9 @@ def run(args) -> int:
             "check_rows": f"first and last {CHECK_ROWS} rows (all if M <= {2 * CHECK_ROWS})",
             "check_cols": f"first and last {CHECK_COLS} columns (all if N <= {2 * CHECK_COLS})",
             "rotation": _rotation_summary(records),
+            # the decode kernels' programmatic dependent launch (README, "Back-to-back launches")
+            "pdl": ("off (INT4MM_PDL=0)" if os.environ.get("INT4MM_PDL") == "0"
+                    else "on where supported (sm_90 decode kernels)"),
         },
         "configs": [{"name": BASELINE, "label": "fp16 cuBLAS" if args.dtype == "float16"
                      else f"{args.dtype} cuBLAS"}]
