@@ -64,6 +64,17 @@ inline Rotation rotation_for(size_t bytes) {
     return {pitch, int(std::max<size_t>(2, (size_t(300) << 20) / pitch + 1))};
 }
 
+// The copies of `r`, allocated and filled with 0x5a bytes (nonzero, so no
+// read can be elided); nullptr if the GPU has no room.
+inline char *alloc_rotated(const Rotation &r) {
+    char *p = nullptr;
+    if (cudaMalloc(&p, r.pitch * r.copies) != cudaSuccess || cudaMemset(p, 0x5a, r.pitch * r.copies) != cudaSuccess) {
+        cudaFree(p);
+        return nullptr;
+    }
+    return p;
+}
+
 // "<GPU>, <n> SMs; graph of <launches> launches, ...": the probes' first line.
 inline void print_device_line(int launches) {
     cudaDeviceProp prop;

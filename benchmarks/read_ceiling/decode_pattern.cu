@@ -161,9 +161,11 @@ int main() {
         const Rotation rot = rotation_for(bytes);
         const size_t pitch = rot.pitch;
         const int copies = rot.copies;
-        char *buf;
-        CK(cudaMalloc(&buf, pitch * copies));
-        CK(cudaMemset(buf, 0x5a, pitch * copies));
+        char *buf = alloc_rotated(rot);
+        if (buf == nullptr) {
+            printf("no room for %d copies of %.1f MB\n", copies, bytes / 1e6);
+            return 1;
+        }
         struct Result { float t; std::string name; };
         std::vector<Result> res;
         for (int nb : {4, 8, 16})

@@ -82,9 +82,11 @@ int main() {
         const Rotation rot = rotation_for(bytes);
         const size_t pitch = rot.pitch;
         const int copies = rot.copies;
-        char *base;
-        CK(cudaMalloc(&base, pitch * copies));
-        CK(cudaMemset(base, 0x5a, pitch * copies));
+        char *base = alloc_rotated(rot);
+        if (base == nullptr) {
+            printf("no room for %d copies of %.1f MB\n", copies, bytes / 1e6);
+            return 1;
+        }
         float best = 1e30f;
         char best_name[64] = "";
         std::string line;
