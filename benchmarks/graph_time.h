@@ -52,27 +52,27 @@ inline float time_graph(const std::function<bool(int, cudaStream_t)> &run, int l
     return result;
 }
 
-// Weight copies for a buffer of `bytes`, rotated past 300 MB so that each
-// launch reads its copy from DRAM (more than 4 x the 50-60 MB L2): the pitch
-// between copies (4 KiB-aligned) and their count.
-struct Rotation {
-    size_t pitch;
-    int copies;
+// Copies of a `bytes` buffer rotated past 300 MB, so that each launch reads
+// its copy from DRAM (more than 4 x the 50-60 MB L2): 4 KiB-aligned, filled
+// with 0x5a bytes (nonzero, so no read can be elided).  Launch i reads
+// copy(i); free with cudaFree(base).
+struct RotatedCopies {
+    char *base = nullptr;  // nullptr: the GPU had no room (a message was printed)
+    size_t pitch = 0;
+    int copies = 0;
+    const char *copy(int i) const { return base + size_t(i % copies) * pitch; }
 };
-inline Rotation rotation_for(size_t bytes) {
-    const size_t pitch = (bytes + 4095) / 4096 * 4096;
-    return {pitch, int(std::max<size_t>(2, (size_t(300) << 20) / pitch + 1))};
-}
-
-// The copies of `r`, allocated and filled with 0x5a bytes (nonzero, so no
-// read can be elided); nullptr if the GPU has no room.
-inline char *alloc_rotated(const Rotation &r) {
-    char *p = nullptr;
-    if (cudaMalloc(&p, r.pitch * r.copies) != cudaSuccess || cudaMemset(p, 0x5a, r.pitch * r.copies) != cudaSuccess) {
-        cudaFree(p);
-        return nullptr;
+inline RotatedCopies alloc_rotated(size_t bytes) {
+    RotatedCopies r;
+    r.pitch = (bytes + 4095) / 4096 * 4096;
+    r.copies = int(std::max<size_t>(2, (size_t(300) << 20) / r.pitch + 1));
+    if (cudaMalloc(&r.base, r.pitch * r.copies) != cudaSuccess ||
+        cudaMemset(r.base, 0x5a, r.pitch * r.copies) != cudaSuccess) {
+        printf("no room for %d copies of %.1f MB\n", r.copies, bytes / 1e6);
+        cudaFree(r.base);
+        r.base = nullptr;
     }
-    return p;
+    return r;
 }
 
 // "<GPU>, <n> SMs; graph of <launches> launches, ...": the probes' first line.

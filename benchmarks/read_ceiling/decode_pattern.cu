@@ -158,14 +158,8 @@ int main() {
     print_device_line(g_launches);
     for (auto [K, N] : shapes) {
         const size_t bytes = size_t(K) * N / 2;
-        const Rotation rot = rotation_for(bytes);
-        const size_t pitch = rot.pitch;
-        const int copies = rot.copies;
-        char *buf = alloc_rotated(rot);
-        if (buf == nullptr) {
-            printf("no room for %d copies of %.1f MB\n", copies, bytes / 1e6);
-            return 1;
-        }
+        const RotatedCopies rot = alloc_rotated(bytes);
+        if (rot.base == nullptr) return 1;
         struct Result { float t; std::string name; };
         std::vector<Result> res;
         for (int nb : {4, 8, 16})
@@ -189,7 +183,7 @@ int main() {
                                     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
                                     attr.val.programmaticStreamSerializationAllowed = 1;
                                     const float t = time_graph([&](int i, cudaStream_t st) {
-                                        a.w = reinterpret_cast<const uint32_t *>(buf + size_t(i % copies) * pitch);
+                                        a.w = reinterpret_cast<const uint32_t *>(rot.copy(i));
                                         cudaLaunchConfig_t cfg = {};
                                         cfg.gridDim = dim3(n16 / nb, 1, ks);
                                         cfg.blockDim = dim3(32 * wk);
@@ -216,7 +210,7 @@ int main() {
                     break;
                 }
         fflush(stdout);
-        cudaFree(buf);
+        cudaFree(rot.base);
     }
     cudaFree(out);
     return 0;

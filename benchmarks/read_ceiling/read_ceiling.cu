@@ -53,9 +53,9 @@ __global__ void read_all(const uint4 *__restrict__ src, size_t n16, unsigned *__
 static const int g_launches = getenv("LAUNCHES") ? atoi(getenv("LAUNCHES")) : 20;
 
 template <int U>
-static float time_read(const char *base, size_t pitch, int copies, size_t bytes, int ctas, int threads, unsigned *out) {
+static float time_read(const RotatedCopies &rot, size_t bytes, int ctas, int threads, unsigned *out) {
     return time_graph([&](int i, cudaStream_t st) {
-        read_all<U><<<ctas, threads, 0, st>>>(reinterpret_cast<const uint4 *>(base + size_t(i % copies) * pitch),
+        read_all<U><<<ctas, threads, 0, st>>>(reinterpret_cast<const uint4 *>(rot.copy(i)),
                                              bytes / 16, out);
         return cudaGetLastError() == cudaSuccess;
     }, g_launches);
@@ -79,14 +79,8 @@ int main() {
     print_device_line(g_launches);
     for (double mb : sizes_mb) {
         const size_t bytes = size_t(mb * 1e6) / 16 * 16;
-        const Rotation rot = rotation_for(bytes);
-        const size_t pitch = rot.pitch;
-        const int copies = rot.copies;
-        char *base = alloc_rotated(rot);
-        if (base == nullptr) {
-            printf("no room for %d copies of %.1f MB\n", copies, bytes / 1e6);
-            return 1;
-        }
+        const RotatedCopies rot = alloc_rotated(bytes);
+        if (rot.base == nullptr) return 1;
         float best = 1e30f;
         char best_name[64] = "";
         std::string line;
@@ -97,10 +91,10 @@ int main() {
                     const int ctas = per_sm * sms;
                     float t = 0;
                     switch (u) {
-                        case 1: t = time_read<1>(base, pitch, copies, bytes, ctas, threads, out); break;
-                        case 2: t = time_read<2>(base, pitch, copies, bytes, ctas, threads, out); break;
-                        case 4: t = time_read<4>(base, pitch, copies, bytes, ctas, threads, out); break;
-                        default: t = time_read<8>(base, pitch, copies, bytes, ctas, threads, out); break;
+                        case 1: t = time_read<1>(rot, bytes, ctas, threads, out); break;
+                        case 2: t = time_read<2>(rot, bytes, ctas, threads, out); break;
+                        case 4: t = time_read<4>(rot, bytes, ctas, threads, out); break;
+                        default: t = time_read<8>(rot, bytes, ctas, threads, out); break;
                     }
                     char b[48];
                     snprintf(b, sizeof b, " %dx%du%d:%.1f", per_sm, threads, u, t);
@@ -110,7 +104,7 @@ int main() {
         printf("%.1f MB: best %.2f us (%.2f TB/s; %s); 4.8 TB/s would take %.2f us\n   all (CTAs/SM x threads, u: us):%s\n",
                bytes / 1e6, best, bytes / best / 1e6, best_name, bytes / 4.8e6, line.c_str());
         fflush(stdout);
-        cudaFree(base);
+        cudaFree(rot.base);
     }
     cudaFree(out);
     return 0;
