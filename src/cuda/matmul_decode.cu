@@ -157,15 +157,14 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     const int64_t wstride = int64_t(a.N16) * 32;  // words per k16 step
     const uint32_t *wp = a.w + int64_t(s_begin) * wstride + int64_t(nb0) * 32 + lane;
 
-    // x rows this lane feeds as B columns: m = m0 + 8 mt + g.
+    // x rows this lane feeds as B columns: m = m0 + 8 mt + g.  A row past M
+    // feeds row m0 instead (no zero fill, no predicated loads): the mma keeps
+    // B columns apart, and only valid rows' columns reach y.
     const uint32_t *xp[MT];
-    bool xvalid[MT];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
         const int m = m0 + 8 * mt + g;
-        xvalid[mt] = m < a.M;
-        xp[mt] = reinterpret_cast<const uint32_t *>(a.x + int64_t(xvalid[mt] ? m : 0) * a.ldx +
-                                                    16 * s_begin + 2 * c);
+        xp[mt] = reinterpret_cast<const uint32_t *>(a.x + int64_t(m < a.M ? m : m0) * a.ldx + 16 * s_begin + 2 * c);
     }
     const int64_t N = int64_t(a.N16) * 16;
     const uint16_t *sp = reinterpret_cast<const uint16_t *>(a.s) + int64_t(nb0) * 16 + g;
@@ -194,12 +193,29 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             zv[b][1] = ss[NB * 16 + 16 * b + 8];
         }
     };
-    auto ends_group = [&](int chunk) {
-        const int step_end = s_begin + (chunk + 1) * U;
-        return step_end % a.gsteps == 0 || step_end == s_end;
+    // Grouped weights: which chunks end a group (and which group), walked
+    // chunk by chunk in order by the loads and by the math separately
+    // (counters, not a division per chunk).
+    struct GroupWalk {
+        int left, grp;  // chunks to the end of the current group, including the next one; its group
+    };
+    const int chunks_per_group = a.gsteps / U;
+    GroupWalk load_walk{(a.gsteps - s_begin % a.gsteps) / U, s_begin / a.gsteps};
+    GroupWalk math_walk = load_walk;
+    // The next chunk (`chunk`) of walk w: whether it ends a group (or this
+    // warp's run) and, if so, that group in *grp.
+    auto next_ends_group = [&](GroupWalk &w, int chunk, int *grp) {
+        const bool ends = --w.left == 0 || chunk + 1 == nchunks;
+        *grp = w.grp;
+        if (w.left == 0) {
+            w.left = chunks_per_group;
+            ++w.grp;
+        }
+        return ends;
     };
 
-    // ASYNC: this warp's ring in shared memory, chunk c in slot c % stages:
+    // ASYNC: this warp's ring in shared memory, chunk c in slot c % stages
+    // (the callers count slots: no division per chunk):
     // the weight words in global order (step, block, lane), then (grouped
     // weights, chunks that end a group) the group's NB * 16 scales and NB * 16
     // zero_c, then (XS) the chunk's 16 rows of x, kXRow words apart (16 U
@@ -213,9 +229,9 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     // XS: this lane's ldmatrix row address in a slot's x: row (l % 8) + 8 (l / 16), values 8 ((l / 8) % 2) ..
     const int xlane = ((lane & 7) + 8 * (lane >> 4)) * kXRow + 4 * ((lane >> 3) & 1);
     const uint32_t *xsrc = reinterpret_cast<const uint32_t *>(a.x + int64_t(m0) * a.ldx + 16 * s_begin);
-    auto issue = [&](int chunk) {  // `chunk` -> its slot
+    auto issue = [&](int chunk, int slot) {  // `chunk` -> `slot`
         const uint32_t *src = wp - lane + int64_t(chunk) * U * wstride;
-        uint32_t *dst = wring + (chunk % a.stages) * kSlotWords;
+        uint32_t *dst = wring + slot * kSlotWords;
 #pragma unroll
         for (int i = 0; i < U * NB / 4; ++i) {
             const int piece = lane + 32 * i;  // 16-byte piece of the chunk
@@ -234,8 +250,9 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             }
         }
         if constexpr (GROUPED) {
-            if (ends_group(chunk)) {
-                const int64_t row = int64_t((s_begin + (chunk + 1) * U - 1) / a.gsteps) * N;
+            int grp;
+            if (next_ends_group(load_walk, chunk, &grp)) {
+                const int64_t row = int64_t(grp) * N;
 #pragma unroll
                 for (int i = 0; i < (NB * 4 + 31) / 32; ++i) {
                     const int piece = lane + 32 * i;  // 16-byte piece: NB * 2 of scales, NB * 2 of zero_c
@@ -262,17 +279,20 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const int off = 8 * (chunk * U + u);  // in 32-bit pairs
-                    ch.x[u][mt][0] = xvalid[mt] ? ld_cached(xp[mt] + off) : 0u;
-                    ch.x[u][mt][1] = xvalid[mt] ? ld_cached(xp[mt] + off + 4) : 0u;
+                    ch.x[u][mt][0] = ld_cached(xp[mt] + off);
+                    ch.x[u][mt][1] = ld_cached(xp[mt] + off + 4);
                 }
         }
         if constexpr (GROUPED && !ASYNC) {
-            if (ends_group(chunk)) load_scales(ch.s, ch.z, (s_begin + (chunk + 1) * U - 1) / a.gsteps);
+            int grp;
+            if (next_ends_group(load_walk, chunk, &grp)) load_scales(ch.s, ch.z, grp);
         }
     };
 
     // One group's sums: sum (q - 8) x per block and row group, and sum x per row.
-    float acc[NB][MT][4], xs[MT][2];
+    // xs[mt][2..3]: the ones-mma's rows 8-15 (the same sums, never read;
+    // kept so that no step zero-fills them).
+    float acc[NB][MT][4], xs[MT][4];
     auto reset_sums = [&]() {
 #pragma unroll
         for (int b = 0; b < NB; ++b)
@@ -281,7 +301,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
 #pragma unroll
                 for (int i = 0; i < 4; ++i) acc[b][mt][i] = 0.0f;
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = 0.0f;
+        for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs[mt][1] = xs[mt][2] = xs[mt][3] = 0.0f;
     };
     reset_sums();
     // Grouped weights fold each group into tot; per-channel ones once, at the end.
@@ -294,10 +314,10 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             const float z0 = bits_to_float<T>(zv[b][0]), z1 = bits_to_float<T>(zv[b][1]);
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                out[b][mt][0] += s0 * acc[b][mt][0] + z0 * xs[mt][0];
-                out[b][mt][1] += s0 * acc[b][mt][1] + z0 * xs[mt][1];
-                out[b][mt][2] += s1 * acc[b][mt][2] + z1 * xs[mt][0];
-                out[b][mt][3] += s1 * acc[b][mt][3] + z1 * xs[mt][1];
+                out[b][mt][0] = fmaf(z0, xs[mt][0], fmaf(s0, acc[b][mt][0], out[b][mt][0]));
+                out[b][mt][1] = fmaf(z0, xs[mt][1], fmaf(s0, acc[b][mt][1], out[b][mt][1]));
+                out[b][mt][2] = fmaf(z1, xs[mt][0], fmaf(s1, acc[b][mt][2], out[b][mt][2]));
+                out[b][mt][3] = fmaf(z1, xs[mt][1], fmaf(s1, acc[b][mt][3], out[b][mt][3]));
             }
         }
     };
@@ -305,9 +325,9 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     constexpr uint32_t kOnes = std::is_same<T, __nv_bfloat16>::value ? 0x3F803F80u : 0x3C003C00u;
     const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
 
-    auto compute = [&](const ChunkT &ch, int chunk) {
+    auto compute = [&](const ChunkT &ch, int chunk, int slot) {
         const uint32_t *ws = nullptr;
-        if constexpr (ASYNC) ws = wring + (chunk % a.stages) * kSlotWords + lane;
+        if constexpr (ASYNC) ws = wring + slot * kSlotWords + lane;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             uint32_t xf[MT][2];  // this step's B fragments
@@ -321,10 +341,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                float d[4] = {xs[mt][0], xs[mt][1], 0.0f, 0.0f};
-                mma16816<T>(d, ones, xf[mt][0], xf[mt][1]);
-                xs[mt][0] = d[0];
-                xs[mt][1] = d[1];
+                mma16816<T>(xs[mt], ones, xf[mt][0], xf[mt][1]);
             }
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
@@ -336,7 +353,8 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             }
         }
         if constexpr (GROUPED) {
-            if (ends_group(chunk)) {
+            int grp;
+            if (next_ends_group(math_walk, chunk, &grp)) {
                 if constexpr (ASYNC) {
                     uint16_t sv[NB][2], zv[NB][2];
                     read_scales(ws - lane + kChunkWords, sv, zv);
@@ -357,11 +375,13 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     // reads see the previous kernel's writes (benchmarks/NOTES.md, v15).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (a.pdl) {
-        for (int chunk = 0; chunk < a.prefetch && chunk < nchunks; ++chunk)
-            if (lane < U) {  // one bulk prefetch per k16 step: NB * 128 contiguous bytes
-                const uint32_t *src = wp - lane + (int64_t(chunk) * U + lane) * wstride;
-                asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(NB * 128) : "memory");
-            }
+        // One 128-byte line per lane at a time (a bulk prefetch per k16 step
+        // took a loop over the lanes: its operands must be warp-uniform).
+        const int lines = min(a.prefetch, nchunks) * U * NB;  // chunk, step, block
+        for (int l = lane; l < lines; l += 32) {
+            const uint32_t *src = wp - lane + int64_t(l / NB) * wstride + 32 * (l % NB);
+            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(src) : "memory");
+        }
         asm volatile("griddepcontrol.wait;\n" ::: "memory");
     }
 #endif
@@ -391,13 +411,14 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     }
     if constexpr (ASYNC) {  // one commit group per chunk, empty ones past the end
         for (int c = 0; c < a.stages - 1; ++c) {
-            if (c < nchunks) issue(c);
+            if (c < nchunks) issue(c, c);
             cp_async_commit();
         }
     }
 #pragma unroll
     for (int d = 0; d < DEPTH; ++d)
         if (d < nchunks) load(ring[d], d);
+    int slot = 0;  // ASYNC: chunk % stages
     for (int base = 0; base < nchunks; base += DEPTH + 1) {
 #pragma unroll
         for (int r = 0; r <= DEPTH; ++r) {
@@ -408,12 +429,14 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
                     // Chunk `chunk` has landed (for every lane: __syncwarp);
                     // its slot's previous reader, chunk - 1, is done too, so
                     // the slot it leaves takes chunk + stages - 1.
-                    cp_async_wait_ring(a.stages);
+                    if (a.stages == 2) cp_async_wait<0>();  // the defaults' ring: no jump table
+                    else cp_async_wait_ring(a.stages);
                     __syncwarp();
-                    if (chunk + a.stages - 1 < nchunks) issue(chunk + a.stages - 1);
+                    if (chunk + a.stages - 1 < nchunks) issue(chunk + a.stages - 1, slot == 0 ? a.stages - 1 : slot - 1);
                     cp_async_commit();
                 }
-                compute(ring[r], chunk);
+                compute(ring[r], chunk, slot);
+                if constexpr (ASYNC) slot = slot + 1 == a.stages ? 0 : slot + 1;
             }
         }
     }
