@@ -225,10 +225,12 @@ def test_matmul_prepared_per_channel_large(K, N):
 @pytest.mark.parametrize("K,N", [(4096, 8192), (8192, 4096), (2048, 16384)], ids=lambda v: str(v))
 def test_matmul_prepared_large_decode(K, N, G):
     """Prepared weights of 16 MiB and more at M <= 16: on sm_80 and newer the
-    decode kernel streams these through a shared-memory ring (cp.async), with
-    up to 16 column blocks per CTA and, on sm_90, K split over a cluster; at
-    M = 9-16 the rows of x travel through the ring too (ldmatrix), rows past
-    M as zeros.  The weight is made here, not through problem()'s cache: its
+    decode kernel streams grouped weights (and every weight at M = 9-16)
+    through a shared-memory ring (cp.async), with up to 16 column blocks per
+    CTA and, on sm_90, K split over a cluster; at M = 9-16 the rows of x
+    travel through the ring too (ldmatrix), rows past M as zeros.  Per-channel
+    weights at M <= 8 take the register ring with its fitted defaults (rows
+    of x past M read row 0 of the tile, their columns never stored).  The weight is made here, not through problem()'s cache: its
     float64 dequantization is 268 MB."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=K + 3 * N)

@@ -734,6 +734,7 @@ bool decode_supported(const MatmulProblem &p) {
 namespace {
 
 // Shared-memory-ring defaults for M <= 16 on weights of 16 MiB and more
+// where channel_register_config does not apply (grouped weights, M = 9-16)
 // (measured on H200, benchmarks/NOTES.md, v8; mt = 2 for M = 9-16: v9, the
 // same scores, nb >= 2, grouped nb <= 8).  Every (nb, u, wk, ks) with
 // stages = 2 whose grid is resident in one wave, with at most 16 warps per
@@ -900,6 +901,68 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
     return INT4MM_OK;
 }
 
+// Register-ring defaults for per-channel weights at M <= 8 from 12 MiB up
+// (measured on H200 after v16, benchmarks/NOTES.md: with x loaded without a
+// zero fill and no division per chunk, the register ring beat the
+// shared-memory ring on all 16 per-channel shapes swept at M = 1, 4-30%
+// on most, and at M = 2-8 too).  Every (nb, u, wk, ks) whose grid is
+// resident in one wave, with at least u k16 steps per warp, is scored and
+// the lowest score wins (ties: more warps per CTA, then fewer CTAs per
+// cluster, then the first in the order below):
+//     |log2(bytes in flight / 4 MB)|     N/16 * 128 * u * wk * ks bytes: one
+//                                        chunk ahead per warp
+//   + 3 log2(32 / k16 steps per warp)    if under 32
+//   + log2(steps per warp / 128) / 2     if over 128 (long runs: split K)
+//   + 1 if nb * u == 4                   (512-byte chunks)
+//   + 1/2 if M > 1 and nb < 4            (x reused by fewer blocks)
+// Fitted to the exhaustive register-ring sweeps of 28 shape / M
+// combinations (M = 1, 2, 4, 8; 11-224 MB): 0.2% slower than each sweep's
+// best on average, 2.1% at worst (benchmarks/results/h200-decode-v16.txt).
+int4mm_status channel_register_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
+    const int n16 = p.N / 16, ksteps = p.K / 16, sms = attrs.sms;
+    DecodeConfig best;
+    double best_score = 0.0;
+    for (int nb : {1, 2, 4}) {
+        if (n16 % nb != 0) continue;
+        for (int u : {4, 8}) {
+            for (int wk : {2, 4, 8}) {
+                for (int ks : {1, 2, 4}) {
+                    if (ks > 1 && attrs.major < 9) continue;
+                    const double spw = double(ksteps) / (wk * ks);
+                    if (spw < u) continue;
+                    DecodeConfig c;
+                    c.nb = nb;
+                    c.mt = 1;
+                    c.u = u;
+                    c.wk = wk;
+                    c.ks = ks;
+                    c.stages = 0;
+                    int per_sm = 0;
+                    int4mm_status st = blocks_per_sm(device, p.dtype, false, c, &per_sm);
+                    if (st != INT4MM_OK) return st;
+                    const int64_t ctas = int64_t(n16 / nb) * ks;
+                    if (per_sm == 0 || ctas > int64_t(per_sm) * sms) continue;
+                    const double in_flight = double(n16) * 128.0 * u * wk * ks;
+                    double score = std::fabs(std::log2(in_flight / 4e6));
+                    if (spw < 32) score += 3.0 * std::log2(32 / spw);
+                    if (spw > 128) score += 0.5 * std::log2(spw / 128);
+                    if (nb * u == 4) score += 1.0;
+                    if (p.M > 1 && nb < 4) score += 0.5;
+                    const bool better = best.nb == 0 || score < best_score - 1e-9 ||
+                                        (std::fabs(score - best_score) <= 1e-9 &&
+                                         (wk > best.wk || (wk == best.wk && ks < best.ks)));
+                    if (better) {
+                        best = c;
+                        best_score = score;
+                    }
+                }
+            }
+        }
+    }
+    *out = best;  // nb == 0: nothing fits (the caller falls back)
+    return INT4MM_OK;
+}
+
 // Chosen configs, per thread (no locks on the hot path): a decode loop
 // cycles through a handful of weight shapes.
 struct ConfigCacheEntry {
@@ -916,7 +979,9 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     const int rows = p.M <= 8 ? 1 : p.M <= 16 ? 2 : 4;
     const bool aligned = x_rows_aligned(p);
     const uint64_t shape = (uint64_t(p.K) << 32) | uint64_t(p.N);
-    const uint64_t rest = (uint64_t(p.group_size) << 24) | (uint64_t(p.dtype & 0xFF) << 16) | (uint64_t(rows) << 8) |
+    // The defaults depend on M through the row groups (and M == 1 or not).
+    const int row_class = p.M == 1 ? 0 : rows;
+    const uint64_t rest = (uint64_t(p.group_size) << 24) | (uint64_t(p.dtype & 0xFF) << 16) | (uint64_t(row_class) << 8) |
                           (uint64_t(aligned) << 7) | uint64_t(device & 0x7F);
     for (const ConfigCacheEntry &e : t_config_cache) {
         if (e.shape == shape && e.rest == rest) {
@@ -928,7 +993,12 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     int4mm_status st = device_attrs(device, &attrs);
     if (st != INT4MM_OK) return st;
     DecodeConfig cfg;
-    if ((rows == 1 || (rows == 2 && aligned)) && attrs.major >= 8 && int64_t(p.K) * p.N / 2 >= (int64_t(16) << 20) &&
+    const int64_t bytes = int64_t(p.K) * p.N / 2;
+    const bool grouped = p.group_size != p.K;
+    if (rows == 1 && !grouped && attrs.major >= 8 && bytes >= (int64_t(12) << 20) &&
+        (st = channel_register_config(p, attrs, device, &cfg)) != INT4MM_OK)
+        return st;
+    if (cfg.nb == 0 && (rows == 1 || (rows == 2 && aligned)) && attrs.major >= 8 && bytes >= (int64_t(16) << 20) &&
         (st = ring_config(p, attrs, device, rows, &cfg)) != INT4MM_OK)
         return st;
     if (cfg.nb == 0 && (st = register_ring_config(p, device, &cfg)) != INT4MM_OK) return st;
