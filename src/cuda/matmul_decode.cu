@@ -600,9 +600,9 @@ bool decode_pdl_compiled(int device) {
     const int8_t v = slot ? slot->load(std::memory_order_relaxed) : 0;
     if (v != 0) return v > 0;
     cudaFuncAttributes fa{};
-    const bool ok = cudaFuncGetAttributes(&fa, decode_kernel<__half, 1, 1, 8, kDepth, false, false>) == cudaSuccess &&
-                    fa.ptxVersion >= 90;
-    (void)cudaGetLastError();
+    const cudaError_t e = cudaFuncGetAttributes(&fa, decode_kernel<__half, 1, 1, 8, kDepth, false, false>);
+    if (e != cudaSuccess) (void)cudaGetLastError();  // no answer: no PDL (the launch reports real errors)
+    const bool ok = e == cudaSuccess && fa.ptxVersion >= 90;
     if (slot) slot->store(ok ? 1 : -1, std::memory_order_relaxed);
     return ok;
 }
@@ -1042,11 +1042,10 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     int4mm_status st;
     if (cfg.nb <= 0 && (st = decode_default_config(p, p.device, &cfg)) != INT4MM_OK) return st;
     if (cfg.ks <= 0) cfg.ks = 1;
-    if (cfg.ks > 1) {
-        DeviceAttrs attrs;
-        if ((st = device_attrs(p.device, &attrs)) != INT4MM_OK) return st;
-        if (attrs.major < 9) return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
-    }
+    DeviceAttrs attrs;
+    if ((st = device_attrs(p.device, &attrs)) != INT4MM_OK) return st;
+    if (cfg.ks > 1 && attrs.major < 9)
+        return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4);
     // shared-memory ring nb 1, 2, 4, 8, 16 with one row group.
@@ -1075,8 +1074,6 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     const int chunks = ksteps / cfg.u;
     const int warps = cfg.wk * cfg.ks;
     const int warp_steps = (chunks + warps - 1) / warps * cfg.u;
-    DeviceAttrs attrs;
-    if ((st = device_attrs(p.device, &attrs)) != INT4MM_OK) return st;
     return with_element_type(p.dtype, [&](auto tag) {
         using T = decltype(tag);
         DecodeArgs<T> a = frag_args<T>(p, warp_steps, cfg.stages);
