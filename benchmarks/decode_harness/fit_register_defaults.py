@@ -74,7 +74,7 @@ def defaults(paths):
             for line in f:
                 m = re.match(r"K=(\d+) N=(\d+) M=(\d+) G=(\d+) default\(.*?\) ([\d.]+) us", line)
                 if m:
-                    out[tuple(int(v) for v in m.groups()[:4])] = float(m.group(5))
+                    out.setdefault(tuple(int(v) for v in m.groups()[:4]), float(m.group(5)))  # section 1 first
     return out
 
 
