@@ -775,13 +775,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
                     const int64_t ctas = int64_t(n16 / nb) * ks, warps = ctas * wk;
                     const double spw = double(ksteps) / (wk * ks);
                     if (spw < u || warps > int64_t(16) * sms) continue;  // > 16 warps per SM: never the best
-                    DecodeConfig c;
-                    c.nb = nb;
-                    c.mt = mt;
-                    c.u = u;
-                    c.wk = wk;
-                    c.ks = ks;
-                    c.stages = 2;
+                    const DecodeConfig c{nb, mt, u, wk, ks, 2};
                     int per_sm = 0;
                     int4mm_status st = blocks_per_sm(device, p.dtype, grouped, c, &per_sm);
                     if (st != INT4MM_OK) return st;
@@ -902,10 +896,10 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
 }
 
 // Register-ring defaults for per-channel weights at M <= 8 from 12 MiB up
-// (measured on H200 after v16, benchmarks/NOTES.md: with x loaded without a
-// zero fill and no division per chunk, the register ring beat the
-// shared-memory ring on all 16 per-channel shapes swept at M = 1, 4-30%
-// on most, and at M = 2-8 too).  Every (nb, u, wk, ks) whose grid is
+// (measured on H200, benchmarks/NOTES.md v16: after v16's kernel changes
+// the register ring matched the shared-memory ring on 28672 x 8192 and beat
+// it on the other 15 per-channel shapes swept at M = 1, by 5-31% on most,
+// and on all 12 cases at M = 2-8).  Every (nb, u, wk, ks) whose grid is
 // resident in one wave, with at least u k16 steps per warp, is scored and
 // the lowest score wins (ties: more warps per CTA, then fewer CTAs per
 // cluster, then the first in the order below):
@@ -930,13 +924,7 @@ int4mm_status channel_register_config(const MatmulProblem &p, const DeviceAttrs 
                     if (ks > 1 && attrs.major < 9) continue;
                     const double spw = double(ksteps) / (wk * ks);
                     if (spw < u) continue;
-                    DecodeConfig c;
-                    c.nb = nb;
-                    c.mt = 1;
-                    c.u = u;
-                    c.wk = wk;
-                    c.ks = ks;
-                    c.stages = 0;
+                    const DecodeConfig c{nb, 1, u, wk, ks, 0};
                     int per_sm = 0;
                     int4mm_status st = blocks_per_sm(device, p.dtype, false, c, &per_sm);
                     if (st != INT4MM_OK) return st;
