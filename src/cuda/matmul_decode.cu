@@ -38,8 +38,11 @@
 //    cp.async (L1 bypassed, L2 evict-first) into a per-warp ring of `stages`
 //    chunks; grouped weights get their group's scales and zero_c in the same
 //    slot.  Registers freed this way allow 8 and 16 blocks per CTA (1-2 KB
-//    contiguous per warp per k16 step), which is what made it faster on
-//    large weights (benchmarks/NOTES.md, v8); deeper rings were slower.
+//    contiguous per warp per k16 step), which made it faster on large
+//    weights in v8 (benchmarks/NOTES.md); deeper rings were slower.  Since
+//    v16 (less bookkeeping per chunk) the register ring is ahead again for
+//    per-channel weights at M <= 8; grouped weights and M = 9-16 keep the
+//    shared-memory ring (the defaults: decode_default_config).
 //    With two groups of rows (M = 9-16) the chunk's rows of x go into the
 //    slot as well, as contiguous runs, and come back with ldmatrix: every
 //    CTA re-reads x, and the register ring's 4-byte loads of 16 rows at a
