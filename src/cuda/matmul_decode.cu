@@ -81,8 +81,14 @@ __device__ __forceinline__ uint16_t ld_cached16(const uint16_t *p) {
     return v;
 }
 
-// Waits until at most stages - 2 groups are pending (stages: 2 .. 8).
+// Waits until at most stages - 2 groups are pending (stages: 2 .. 8).  The
+// 2-slot ring (every default) is tested first: a switch on a runtime value
+// compiles to a jump table, per chunk (benchmarks/NOTES.md, v16).
 __device__ __forceinline__ void cp_async_wait_ring(int stages) {
+    if (stages == 2) {
+        cp_async_wait<0>();
+        return;
+    }
     switch (stages) {
         case 2: cp_async_wait<0>(); break;
         case 3: cp_async_wait<1>(); break;
@@ -432,8 +438,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
                     // Chunk `chunk` has landed (for every lane: __syncwarp);
                     // its slot's previous reader, chunk - 1, is done too, so
                     // the slot it leaves takes chunk + stages - 1.
-                    if (a.stages == 2) cp_async_wait<0>();  // the defaults' ring: no jump table
-                    else cp_async_wait_ring(a.stages);
+                    cp_async_wait_ring(a.stages);
                     __syncwarp();
                     if (chunk + a.stages - 1 < nchunks) issue(chunk + a.stages - 1, slot == 0 ? a.stages - 1 : slot - 1);
                     cp_async_commit();
