@@ -230,8 +230,9 @@ def test_matmul_prepared_large_decode(K, N, G):
     CTA and, on sm_90, K split over a cluster; at M = 9-16 the rows of x
     travel through the ring too (ldmatrix), rows past M as zeros.  Per-channel
     weights at M <= 8 take the register ring with its fitted defaults (rows
-    of x past M read row 0 of the tile, their columns never stored).  The weight is made here, not through problem()'s cache: its
-    float64 dequantization is 268 MB."""
+    of x past M read row 0 of the tile, their columns never stored).  The
+    weight is made here, not through problem()'s cache: its float64
+    dequantization is 268 MB."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=K + 3 * N)
     W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)

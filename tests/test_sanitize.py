@@ -37,10 +37,10 @@ def test_sanitize_prepared(K, N, G, M, path):
     """Prepared weights: the decode kernel (1, 2 and 4 groups of 8 rows;
     per-channel weights at M <= 8 through the register ring, on Hopper
     8192 x 4096 at M = 5 with K split over a 2-CTA cluster; grouped 16 MiB
-    weights through the shared-memory ring, at M = 12 and 16 every weight, with
-    x in the ring) and wgmma (M = 40 and 100: K tiles of 128; M = 300 with K <= 4096
-    and few tiles: pingpong 64x256; per-channel 16384 x 4112 at M = 40: the
-    row sums of x and the scales in the epilogue)."""
+    weights through the shared-memory ring, at M = 12 and 16 every weight,
+    with x in the ring) and wgmma (M = 40 and 100: K tiles of 128; M = 300
+    with K <= 4096 and few tiles: pingpong 64x256; per-channel 16384 x 4112
+    at M = 40: the row sums of x and the scales in the epilogue)."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=M)
     p = int4mm.prepare(fw.to_device(w["qweight"]), fw.to_device(w["scales"]), fw.to_device(w["zeros"]))
