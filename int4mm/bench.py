@@ -5,6 +5,8 @@ Follows the protocol of shared/PERFORMANCE.md:
 1. GPU time: ``--graph-launches`` launches captured in one CUDA graph on a
    side stream, two warm-up replays, then ``--repeats`` replays timed with
    CUDA events; per-launch time = replay time / launches; the median counts.
+   The timed replays run back to back behind untimed ones (``LEAD_MS`` of GPU
+   work), so no host time lands between the events (``--replay-timing``).
    Host overhead is measured separately (wall clock, back-to-back calls).
 2. Weights (and the fp16 baseline's weights) are rotated over enough device
    copies that one cycle reads more than 4 x L2, so every launch reads HBM.
@@ -107,6 +109,9 @@ ASSUMED_L2_BYTES = 64 << 20  # only if the library cannot tell the L2 size
 WARMUP_REPLAYS = 2
 MAX_REPLAY_MS = 500.0  # a slow kernel gets fewer launches per graph, not minutes of runtime
 MIN_LAUNCHES = 3
+#: back-to-back replay timing: GPU work (ms) queued ahead of the first timed
+#: replay, so that the host's replay call is hidden behind it
+LEAD_MS = 2.0
 CHECK_ROWS = 8  # the first and last CHECK_ROWS rows of x are checked (all if M <= 16)
 CHECK_COLS = 512  # the first and last CHECK_COLS output columns are checked
 HOST_SHAPE = 256  # K = N of the host-overhead measurement (M = 1)
@@ -169,6 +174,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph-launches", type=_positive_int, default=50,
                         help="launches captured in one CUDA graph (default 50; raised where "
                              "more weight copies are needed to exceed 4 x L2)")
+    parser.add_argument("--replay-timing", choices=("back-to-back", "isolated"),
+                        default="back-to-back",
+                        help="back-to-back (default): timed replays queued behind untimed "
+                             "GPU work and behind each other, so the events hold GPU time "
+                             "only; isolated: each timed replay starts on an idle GPU (its "
+                             "events also hold the replay call's launch latency)")
     parser.add_argument("--framework", choices=("auto", "torch", "cupy"), default="auto",
                         help="array library for data and the fp16 baseline (auto: torch, "
                              "else CuPy)")
@@ -292,6 +303,19 @@ class _TorchBackend:
         with self.torch.cuda.stream(stream):
             graph.replay()
 
+    def chained_ms(self, stream, fn, lead: int, repeats: int) -> list[float]:
+        """ms of each of ``repeats`` back-to-back ``fn()`` after ``lead`` untimed ones."""
+        events = [self.torch.cuda.Event(enable_timing=True) for _ in range(repeats + 1)]
+        with self.torch.cuda.stream(stream):
+            for _ in range(lead):
+                fn()
+            events[0].record(stream)
+            for event in events[1:]:
+                fn()
+                event.record(stream)
+        events[-1].synchronize()
+        return [a.elapsed_time(b) for a, b in zip(events, events[1:])]
+
     def elapsed_ms(self, stream, fn) -> float:
         start = self.torch.cuda.Event(enable_timing=True)
         end = self.torch.cuda.Event(enable_timing=True)
@@ -381,6 +405,19 @@ class _CupyBackend:
 
     def replay(self, graph, stream) -> None:
         graph.launch(stream)
+
+    def chained_ms(self, stream, fn, lead: int, repeats: int) -> list[float]:
+        """ms of each of ``repeats`` back-to-back ``fn()`` after ``lead`` untimed ones."""
+        events = [self.cp.cuda.Event() for _ in range(repeats + 1)]
+        with stream:
+            for _ in range(lead):
+                fn()
+            events[0].record(stream)
+            for event in events[1:]:
+                fn()
+                event.record(stream)
+        events[-1].synchronize()
+        return [self.cp.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:])]
 
     def elapsed_ms(self, stream, fn) -> float:
         start, end = self.cp.cuda.Event(), self.cp.cuda.Event()
@@ -515,8 +552,17 @@ class Timing:
     mode: str  # "graph", or "stream (...)" when capture failed
 
 
-def _time_launches(be, stream, launch, launches: int, repeats: int) -> Timing:
-    """Per-launch GPU time of ``launch(i)`` (i = 0.. launches-1) following the protocol."""
+def _time_launches(be, stream, launch, launches: int, repeats: int,
+                   replay_timing: str = "back-to-back") -> Timing:
+    """Per-launch GPU time of ``launch(i)`` (i = 0.. launches-1) following the protocol.
+
+    back-to-back: the timed replays are enqueued behind untimed ones (at least
+    LEAD_MS of GPU work) and behind each other, so the GPU is busy from the
+    first event to the last and the events time the replays alone.  isolated:
+    each timed replay starts on an idle GPU, so its events also hold the time
+    from recording the start event to the first kernel (the host's replay call
+    and the graph launch: 16-34 µs per replay on the lent H200's host, v17
+    in benchmarks/NOTES.md)."""
     with be.stream_ctx(stream):
         launch(0)  # first-call setup (module load, cuBLAS workspace) outside the capture
     single_ms = be.elapsed_ms(stream, lambda: launch(0))
@@ -544,7 +590,11 @@ def _time_launches(be, stream, launch, launches: int, repeats: int) -> Timing:
 
     for _ in range(WARMUP_REPLAYS):
         run_once()
-    samples = [be.elapsed_ms(stream, run_once) * 1e3 / launches for _ in range(repeats)]
+    if replay_timing == "back-to-back" and graph is not None:
+        lead = max(1, math.ceil(LEAD_MS / max(single_ms * launches, 1e-3)))
+        samples = [ms * 1e3 / launches for ms in be.chained_ms(stream, run_once, lead, repeats)]
+    else:
+        samples = [be.elapsed_ms(stream, run_once) * 1e3 / launches for _ in range(repeats)]
     return Timing(statistics.median(samples), samples, launches, mode)
 
 
@@ -624,7 +674,7 @@ def _bench_config(be, stream, args, config: Config | None, rot: Rotation, x, out
             with be.stream_ctx(stream):
                 be.fill_nan(out)  # a kernel that writes nothing cannot pass the check
             t = _time_launches(be, stream, launch, max(args.graph_launches, copies),
-                               args.repeats)
+                               args.repeats, args.replay_timing)
             rec.update(us=t.us, us_min=min(t.samples_us), us_max=max(t.samples_us),
                        samples_us=t.samples_us, launches=t.launches, timing=t.mode)
             if config is None:
@@ -989,6 +1039,7 @@ def run(args) -> int:
         "protocol": {
             "timing": "CUDA graph of `launches` launches on a side stream, events around "
                       "each replay, per-launch = replay / launches, median of repeats",
+            "replay_timing": args.replay_timing, "lead_ms": LEAD_MS,
             "graph_launches": args.graph_launches, "repeats": args.repeats,
             "warmup_replays": WARMUP_REPLAYS, "statistic": "median",
             "l2_factor": L2_FACTOR, "max_rotation_bytes": MAX_ROTATION_BYTES,
