@@ -68,6 +68,8 @@ def pick(K, N, G, P, M=1):
                  + bal_w * (1 / balance - 1))
         if spw < s_floor:
             score += b_steps * math.log2(s_floor / spw)
+        if M > 8 and spw > 128:  # mt = 2: long runs per warp (v17)
+            score += 0.5 * math.log2(spw / 128)
         if warps < w_floor:
             score += w_w * math.log2(w_floor / warps)
         score += wk2 * (wk == 2) + ks4 * (ks == 4)

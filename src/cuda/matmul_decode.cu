@@ -755,6 +755,10 @@ namespace {
 //   + |log2(chunk / 4 KB)| / 2           8 KB for grouped weights (each chunk
 //                                        folds its group's scales)
 //   + 3 log2(32 / k16 steps per warp)    if under 32
+//   + log2(steps per warp / 128) / 2     if over 128 with 16 rows (mt = 2;
+//                                        v17: 28672 x 8192 at M = 16 took
+//                                        52.8 us with 224 steps per warp,
+//                                        40.2 with 112 over a cluster of 2)
 //   + log2(1024 / warps)                 if under 1024
 //   + 4 (1 / balance - 1)                mean warps per SM / warps on the
 //                                        busiest SM
@@ -793,6 +797,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
                     double score = std::fabs(std::log2(chunk * double(warps) / target)) +
                                    0.5 * std::fabs(std::log2(chunk / chunk_target)) + 4.0 * (1.0 / balance - 1.0);
                     if (spw < 32) score += 3.0 * std::log2(32 / spw);
+                    if (mt == 2 && spw > 128) score += 0.5 * std::log2(spw / 128);
                     if (warps < 1024) score += std::log2(1024.0 / double(warps));
                     if (wk == 2) score += 1.0;
                     if (ks == 4) score += 1.0;
