@@ -112,6 +112,9 @@ MIN_LAUNCHES = 3
 #: back-to-back replay timing: GPU work (ms) queued ahead of the first timed
 #: replay, so that the host's replay call is hidden behind it
 LEAD_MS = 2.0
+#: and the least GPU time of one replay (more launches per graph where
+#: needed), so that the host's next replay call is hidden behind it
+MIN_REPLAY_MS = 0.2
 CHECK_ROWS = 8  # the first and last CHECK_ROWS rows of x are checked (all if M <= 16)
 CHECK_COLS = 512  # the first and last CHECK_COLS output columns are checked
 HOST_SHAPE = 256  # K = N of the host-overhead measurement (M = 1)
@@ -568,6 +571,9 @@ def _time_launches(be, stream, launch, launches: int, repeats: int,
     single_ms = be.elapsed_ms(stream, lambda: launch(0))
     if single_ms * launches > MAX_REPLAY_MS:
         launches = max(MIN_LAUNCHES, min(launches, int(MAX_REPLAY_MS / max(single_ms, 1e-3))))
+    elif single_ms * launches < MIN_REPLAY_MS:
+        # back to back, the host must enqueue the next replay before this one ends
+        launches = math.ceil(MIN_REPLAY_MS / max(single_ms, 1e-4))
 
     def body():
         for i in range(launches):
@@ -1040,6 +1046,7 @@ def run(args) -> int:
             "timing": "CUDA graph of `launches` launches on a side stream, events around "
                       "each replay, per-launch = replay / launches, median of repeats",
             "replay_timing": args.replay_timing, "lead_ms": LEAD_MS,
+            "min_replay_ms": MIN_REPLAY_MS,
             "graph_launches": args.graph_launches, "repeats": args.repeats,
             "warmup_replays": WARMUP_REPLAYS, "statistic": "median",
             "l2_factor": L2_FACTOR, "max_rotation_bytes": MAX_ROTATION_BYTES,
