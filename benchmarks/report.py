@@ -30,11 +30,14 @@ def render(data: dict, source: str) -> str:
     which = (f"int4mm at commit `{ver.get('commit', '?')}`"
              if ver.get("commit_source") == "INT4MM_COMMIT"
              else f"int4mm {ver['version']} at commit `{ver.get('commit', '?')}`")
+    # back to back: the replays queued behind untimed GPU work (no host gap timed)
+    replay = ("replays timed back to back, "
+              if data["protocol"].get("replay_timing") == "back-to-back" else "")
     intro = (
         f"Measured on {gpu['name']} (driver {gpu.get('driver_version', '?')}, CUDA runtime "
         f"{info.get('cuda_runtime', '?')}), {which}, {data['date'][:10]}, with `python -m int4mm bench "
         f"--suite {data['suite']}` ({source}). GPU time per launch from CUDA-graph replay "
-        f"(median of {data['protocol']['repeats']}), weights rotated over more than "
+        f"({replay}median of {data['protocol']['repeats']}), weights rotated over more than "
         f"{data['protocol']['l2_factor']}x L2; cells are µs and speedup over fp16 cuBLAS "
         f"(`{data['framework']['name']}.matmul`) measured in the same run; > 1 is faster."
     )

@@ -757,8 +757,8 @@ namespace {
 //   + 3 log2(32 / k16 steps per warp)    if under 32
 //   + log2(steps per warp / 128) / 2     if over 128 with 16 rows (mt = 2;
 //                                        v17: 28672 x 8192 at M = 16 took
-//                                        52.8 us with 224 steps per warp,
-//                                        40.2 with 112 over a cluster of 2)
+//                                        46.3 us with 224 steps per warp,
+//                                        40.0 with 112 over a cluster of 2)
 //   + log2(1024 / warps)                 if under 1024
 //   + 4 (1 / balance - 1)                mean warps per SM / warps on the
 //                                        busiest SM
