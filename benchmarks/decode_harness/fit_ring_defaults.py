@@ -9,9 +9,11 @@ listing every config's time as digits nb mt u wk ks st (nb may be two digits).
         ring_config in src/cuda/matmul_decode.cu), its time, the sweep's best,
         and the regret; --search also grid-searches the model's constants.
 
-Residency is not modelled here (the C++ code skips grids that do not fit in
-one wave, which matters at M = 9-16, where x's rows take shared memory too);
-the bandwidth is the H200's (4.81 TB/s, as the device reports it).
+Residency is modelled as the C++ code measures it (a grid that does not fit
+in one wave is skipped; at M = 9-16 x's rows take shared memory too), from
+the ring kernels' register counts (ptxas -v of src/cuda/matmul_decode.cu for
+sm_90a, fp16, at v17) and their shared memory (smem_bytes); the bandwidth is
+the H200's (4.81 TB/s, as the device reports it).
 pick() is the Python twin of ring_config: a change to one belongs in the other.
 """
 
@@ -27,6 +29,37 @@ BANDWIDTH = 4.81e12
 # target MB at 4.9 TB/s, per-channel chunk, grouped chunk, chunk weight,
 # steps floor, steps weight, balance weight, wk=2 cost, warps floor, warps weight, ks=4 cost
 DEFAULT = (7e6, 4096, 8192, 0.5, 32, 3.0, 4.0, 1.0, 1024, 1.0, 1.0)
+# registers per thread of the shared-memory-ring kernels, by (nb, mt, u, grouped)
+REGISTERS = {
+    (1, 1, 4, False): 64, (1, 1, 4, True): 72, (1, 1, 8, False): 78, (1, 1, 8, True): 92,
+    (2, 1, 4, False): 80, (2, 1, 4, True): 80, (2, 1, 8, False): 95, (2, 1, 8, True): 96,
+    (4, 1, 4, False): 93, (4, 1, 4, True): 96, (4, 1, 8, False): 112, (4, 1, 8, True): 125,
+    (8, 1, 4, False): 127, (8, 1, 4, True): 139, (8, 1, 8, False): 143, (8, 1, 8, True): 157,
+    (16, 1, 4, False): 187, (16, 1, 4, True): 194, (16, 1, 8, False): 202, (16, 1, 8, True): 214,
+    (2, 2, 4, False): 95, (2, 2, 4, True): 113, (2, 2, 8, False): 119, (2, 2, 8, True): 129,
+    (4, 2, 4, False): 110, (4, 2, 4, True): 146, (4, 2, 8, False): 130, (4, 2, 8, True): 167,
+    (8, 2, 4, False): 156, (8, 2, 4, True): 210, (8, 2, 8, False): 166, (8, 2, 8, True): 235,
+    (16, 2, 4, False): 255, (16, 2, 8, False): 255,
+}
+
+
+def per_sm(nb: int, mt: int, u: int, wk: int, grouped: bool, stages: int = 2) -> int:
+    """Resident CTAs per SM of a ring kernel: registers, warps, shared memory (smem_bytes)."""
+    regs = REGISTERS.get((nb, mt, u, grouped))
+    if regs is None:
+        return 0
+    by_regs = 65536 // (math.ceil(regs * 32 / 256) * 256 * wk)
+    xs = mt == 2
+    red = (wk + 1) * nb * 16 * 8 * mt * 4
+    slot = u * nb * 32 + (nb * 16 if grouped else 0) + (16 * (8 * u + 4) if xs else 0)
+    rings = (wk * stages * slot + (wk * nb * 16 if xs and not grouped else 0)) * 4
+    smem = max(red, rings)
+    if smem > 227 * 1024:
+        return 0
+    return min(by_regs, 64 // wk, 32, 228 * 1024 // (smem + 1024))
+
+
+LIBRARY: dict[tuple[int, int, int, int], tuple[int, ...]] = {}
 
 
 def load(paths):
@@ -39,6 +72,9 @@ def load(paths):
             if not head or "sweep" not in lines[i + 1]:
                 continue
             key = tuple(int(v) for v in head.groups())
+            lib = re.search(r"default\(nb(\d+) mt\d+ u(\d+) wk(\d+) ks(\d+) st(\d+)\)", line)
+            if lib:  # the library's pick when the sweep ran
+                LIBRARY[key] = tuple(int(v) for v in lib.groups())
             times = cases.setdefault(key, {})
             for cfg, us in re.findall(r" (\d+):([\d.]+)", lines[i + 1]):
                 nb, rest = int(cfg[:-5]), [int(c) for c in cfg[-5:]]
@@ -59,7 +95,8 @@ def pick(K, N, G, P, M=1):
         ctas = n16 // nb * ks
         warps = ctas * wk
         spw = ksteps / (wk * ks)
-        if spw < u or warps > 16 * SMS:
+        mt = 2 if M > 8 else 1
+        if spw < u or warps > 16 * SMS or ctas > per_sm(nb, mt, u, wk, grouped) * SMS:
             continue
         chunk = nb * u * 128
         balance = (warps / SMS) / (math.ceil(ctas / SMS) * wk)
@@ -93,7 +130,10 @@ def main():
     ap.add_argument("sweeps", nargs="+")
     ap.add_argument("--search", action="store_true", help="grid-search the constants")
     args = ap.parse_args()
-    cases = {k: v for k, v in load(args.sweeps).items() if k[0] * k[1] // 2 >= 16 << 20}
+    # ring_config's cases: 16 MiB and more, grouped or M = 9-16 (per-channel
+    # weights at M <= 8 take channel_register_config: fit_register_defaults.py)
+    cases = {k: v for k, v in load(args.sweeps).items()
+             if k[0] * k[1] // 2 >= 16 << 20 and (k[2] > 8 or k[3] != k[0])}
     P = DEFAULT
     if args.search:
         grid = itertools.product([6e6, 7e6, 8e6], [4096], [8192], [0.5, 1], [32, 64], [1, 3],
@@ -106,8 +146,10 @@ def main():
         print("best constants", P)
     rows = regrets(cases, P)
     for shape, c, t, b in rows:
+        lib = LIBRARY.get(shape)
+        note = "" if lib is None or lib == c else f" (the library then: nb{lib[0]} u{lib[1]} wk{lib[2]} ks{lib[3]} st{lib[4]})"
         print(f"{shape}: pick nb{c[0]} u{c[1]} wk{c[2]} ks{c[3]} {t:.1f} us, best {b:.1f} us, "
-              f"+{100 * (t / b - 1):.1f}%")
+              f"+{100 * (t / b - 1):.1f}%{note}")
     r = [t / b - 1 for *_, t, b in rows]
     print(f"{len(r)} cases: mean +{100 * sum(r) / len(r):.1f}%, worst +{100 * max(r):.1f}%")
 
