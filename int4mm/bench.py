@@ -306,27 +306,10 @@ class _TorchBackend:
         with self.torch.cuda.stream(stream):
             graph.replay()
 
-    def chained_ms(self, stream, fn, lead: int, repeats: int) -> list[float]:
-        """ms of each of ``repeats`` back-to-back ``fn()`` after ``lead`` untimed ones."""
-        events = [self.torch.cuda.Event(enable_timing=True) for _ in range(repeats + 1)]
-        with self.torch.cuda.stream(stream):
-            for _ in range(lead):
-                fn()
-            events[0].record(stream)
-            for event in events[1:]:
-                fn()
-                event.record(stream)
-        events[-1].synchronize()
-        return [a.elapsed_time(b) for a, b in zip(events, events[1:])]
+    def timing_event(self):
+        return self.torch.cuda.Event(enable_timing=True)
 
-    def elapsed_ms(self, stream, fn) -> float:
-        start = self.torch.cuda.Event(enable_timing=True)
-        end = self.torch.cuda.Event(enable_timing=True)
-        start.record(stream)
-        with self.torch.cuda.stream(stream):
-            fn()
-        end.record(stream)
-        end.synchronize()
+    def event_ms(self, start, end) -> float:
         return start.elapsed_time(end)
 
     def synchronize(self) -> None:
@@ -409,26 +392,10 @@ class _CupyBackend:
     def replay(self, graph, stream) -> None:
         graph.launch(stream)
 
-    def chained_ms(self, stream, fn, lead: int, repeats: int) -> list[float]:
-        """ms of each of ``repeats`` back-to-back ``fn()`` after ``lead`` untimed ones."""
-        events = [self.cp.cuda.Event() for _ in range(repeats + 1)]
-        with stream:
-            for _ in range(lead):
-                fn()
-            events[0].record(stream)
-            for event in events[1:]:
-                fn()
-                event.record(stream)
-        events[-1].synchronize()
-        return [self.cp.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:])]
+    def timing_event(self):
+        return self.cp.cuda.Event()
 
-    def elapsed_ms(self, stream, fn) -> float:
-        start, end = self.cp.cuda.Event(), self.cp.cuda.Event()
-        start.record(stream)
-        with stream:
-            fn()
-        end.record(stream)
-        end.synchronize()
+    def event_ms(self, start, end) -> float:
         return self.cp.cuda.get_elapsed_time(start, end)
 
     def synchronize(self) -> None:
@@ -555,6 +522,22 @@ class Timing:
     mode: str  # "graph", or "stream (...)" when capture failed
 
 
+def _chained_ms(be, stream, fn, lead: int, repeats: int) -> list[float]:
+    """ms of each of ``repeats`` back-to-back ``fn()`` on ``stream``, after
+    ``lead`` untimed ones: one event between consecutive calls, one wait at
+    the end (with lead = 0 and repeats = 1: one call started on an idle GPU)."""
+    events = [be.timing_event() for _ in range(repeats + 1)]
+    with be.stream_ctx(stream):
+        for _ in range(lead):
+            fn()
+        events[0].record(stream)
+        for event in events[1:]:
+            fn()
+            event.record(stream)
+    events[-1].synchronize()
+    return [be.event_ms(a, b) for a, b in zip(events, events[1:])]
+
+
 def _time_launches(be, stream, launch, launches: int, repeats: int,
                    replay_timing: str = "back-to-back") -> Timing:
     """Per-launch GPU time of ``launch(i)`` (i = 0.. launches-1) following the protocol.
@@ -568,7 +551,7 @@ def _time_launches(be, stream, launch, launches: int, repeats: int,
     in benchmarks/NOTES.md)."""
     with be.stream_ctx(stream):
         launch(0)  # first-call setup (module load, cuBLAS workspace) outside the capture
-    single_ms = be.elapsed_ms(stream, lambda: launch(0))
+    single_ms = _chained_ms(be, stream, lambda: launch(0), 0, 1)[0]
     if single_ms * launches > MAX_REPLAY_MS:
         launches = max(MIN_LAUNCHES, min(launches, int(MAX_REPLAY_MS / max(single_ms, 1e-3))))
     elif single_ms * launches < MIN_REPLAY_MS:
@@ -598,9 +581,10 @@ def _time_launches(be, stream, launch, launches: int, repeats: int,
         run_once()
     if replay_timing == "back-to-back" and graph is not None:
         lead = max(1, math.ceil(LEAD_MS / max(single_ms * launches, 1e-3)))
-        samples = [ms * 1e3 / launches for ms in be.chained_ms(stream, run_once, lead, repeats)]
+        samples = [ms * 1e3 / launches for ms in _chained_ms(be, stream, run_once, lead, repeats)]
     else:
-        samples = [be.elapsed_ms(stream, run_once) * 1e3 / launches for _ in range(repeats)]
+        samples = [_chained_ms(be, stream, run_once, 0, 1)[0] * 1e3 / launches
+                   for _ in range(repeats)]
     return Timing(statistics.median(samples), samples, launches, mode)
 
 

@@ -20,8 +20,11 @@ class _Event:
     def __init__(self, gpu):
         self.gpu, self.t = gpu, None
 
-    def record(self):
-        self.t = max(self.gpu.host, self.gpu.free)
+    def record(self, stream):
+        self.t = max(self.gpu.host, self.gpu.free)  # when the GPU gets to it
+
+    def synchronize(self):
+        self.gpu.synchronize()
 
 
 class _SimulatedGpu:
@@ -62,24 +65,11 @@ class _SimulatedGpu:
     def synchronize(self):
         self.host = max(self.host, self.free)
 
-    def elapsed_ms(self, stream, fn):
-        start, end = _Event(self), _Event(self)
-        start.record()
-        fn()
-        end.record()
-        self.synchronize()
-        return (end.t - start.t) / 1e3
+    def timing_event(self):
+        return _Event(self)
 
-    def chained_ms(self, stream, fn, lead, repeats):
-        for _ in range(lead):
-            fn()
-        events = [_Event(self) for _ in range(repeats + 1)]
-        events[0].record()
-        for event in events[1:]:
-            fn()
-            event.record()
-        self.synchronize()
-        return [(b.t - a.t) / 1e3 for a, b in zip(events, events[1:])]
+    def event_ms(self, start, end):
+        return (end.t - start.t) / 1e3
 
 
 @pytest.mark.parametrize("launches", [3, 50, 400])
