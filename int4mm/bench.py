@@ -1027,8 +1027,9 @@ def run(args) -> int:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "protocol": {
-            "timing": "CUDA graph of `launches` launches on a side stream, events around "
-                      "each replay, per-launch = replay / launches, median of repeats",
+            "timing": "CUDA graph of `launches` launches on a side stream, CUDA events "
+                      "between replays (replay_timing), per-launch = replay / launches, "
+                      "median of repeats",
             "replay_timing": args.replay_timing, "lead_ms": LEAD_MS,
             "min_replay_ms": MIN_REPLAY_MS,
             "graph_launches": args.graph_launches, "repeats": args.repeats,

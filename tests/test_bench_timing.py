@@ -6,6 +6,7 @@ must cost its kernels' time alone; timed in isolation, it also holds the
 host's replay call (the gap the back-to-back protocol removes).
 """
 
+import contextlib
 import math
 
 import pytest
@@ -33,6 +34,7 @@ class _SimulatedGpu:
     def __init__(self):
         self.host = 0.0  # host clock
         self.free = 0.0  # when the GPU has finished everything enqueued
+        self.capturing = False  # inside capture(): launches go into the graph
         self.captured = 0  # launches captured into the graph
         self.replays = 0  # replays enqueued
 
@@ -40,8 +42,6 @@ class _SimulatedGpu:
         self.free = max(self.host, self.free) + us
 
     def stream_ctx(self, stream):
-        import contextlib
-
         return contextlib.nullcontext()
 
     def capture(self, stream, body):
@@ -51,7 +51,7 @@ class _SimulatedGpu:
         return self.captured
 
     def launch(self, i):
-        if getattr(self, "capturing", False):
+        if self.capturing:
             self.captured += 1
         else:
             self.host += 5.0
