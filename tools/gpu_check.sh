@@ -57,12 +57,13 @@ limit() {
     echo "$want"
 }
 
-# Run `timeout` with the step's limit; a timeout says so.
+# Run `timeout` with the step's limit; a timeout says so.  SIGINT first: an
+# interrupted pytest still prints its counts (SIGTERM does not).
 timed() {
     local secs rc=0
     secs=$(limit "$1")
     shift
-    timeout -k 10 "$secs" "$@" || rc=$?
+    timeout -s INT -k 10 "$secs" "$@" || rc=$?
     if ((rc == 124 || rc == 137)); then echo "  timed out after ${secs}s: ${*:1:4} ..."; fi
     return "$rc"
 }

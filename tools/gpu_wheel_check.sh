@@ -126,7 +126,8 @@ if [[ ${SKIP_TESTS:-0} == 1 ]]; then
     say "tests: SKIPPED (SKIP_TESTS=1; run them in another call)"
 else
     rc=0
-    PYTHON=$VPY timeout -k 10 "$(limit "${TEST_TIMEOUT:-240}")" \
+    # SIGINT first: an interrupted pytest still prints its counts (SIGTERM does not)
+    PYTHON=$VPY timeout -s INT -k 10 "$(limit "${TEST_TIMEOUT:-240}")" \
         bash tools/test_installed.sh "$ROOT" -x ${args[@]+"${args[@]}"} > "$OUT/pytest.log" 2>&1 || rc=$?
     tail -n 25 "$OUT/pytest.log" | cut -c 1-400
     result=$(grep -E '[0-9]+ (passed|failed|error)' "$OUT/pytest.log" | tail -n 1 || true)
