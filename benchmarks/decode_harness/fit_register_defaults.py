@@ -24,7 +24,7 @@ import itertools
 import math
 import re
 
-from fit_ring_defaults import load
+from fit_ring_defaults import load, resident_ctas
 
 SMS = 132
 # registers per thread of the per-channel register-ring kernels (mt = 1), by (nb, u)
@@ -32,11 +32,8 @@ REGISTERS = {(1, 4): 71, (1, 8): 90, (2, 4): 90, (2, 8): 122, (4, 4): 123, (4, 8
 
 
 def per_sm(nb: int, u: int, wk: int) -> int:
-    """Resident CTAs per SM: registers (256 per warp granule), warps, shared memory."""
-    per_warp = math.ceil(REGISTERS[(nb, u)] * 32 / 256) * 256
-    by_regs = 65536 // (per_warp * wk)
-    smem = (wk + 1) * nb * 16 * 8 * 4  # the reduction buffer (mt = 1)
-    return min(by_regs, 64 // wk, 32, 228 * 1024 // (smem + 1024))
+    """Resident CTAs per SM; the shared memory is the reduction buffer (mt = 1)."""
+    return resident_ctas(REGISTERS[(nb, u)], wk, (wk + 1) * nb * 16 * 8 * 4)
 
 
 def pick(K: int, N: int, M: int) -> tuple[int, int, int, int]:

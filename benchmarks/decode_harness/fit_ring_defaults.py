@@ -43,20 +43,25 @@ REGISTERS = {
 }
 
 
+def resident_ctas(regs: int, wk: int, smem: int) -> int:
+    """CTAs per SM (H100/H200 limits) of wk warps with `regs` registers per thread
+    (256 per warp granule) and `smem` bytes of dynamic shared memory."""
+    if smem > 227 * 1024:
+        return 0
+    by_regs = 65536 // (math.ceil(regs * 32 / 256) * 256 * wk)
+    return min(by_regs, 64 // wk, 32, 228 * 1024 // (smem + 1024))
+
+
 def per_sm(nb: int, mt: int, u: int, wk: int, grouped: bool, stages: int = 2) -> int:
-    """Resident CTAs per SM of a ring kernel: registers, warps, shared memory (smem_bytes)."""
+    """Resident CTAs per SM of a ring kernel (shared memory as smem_bytes computes it)."""
     regs = REGISTERS.get((nb, mt, u, grouped))
     if regs is None:
         return 0
-    by_regs = 65536 // (math.ceil(regs * 32 / 256) * 256 * wk)
     xs = mt == 2
     red = (wk + 1) * nb * 16 * 8 * mt * 4
     slot = u * nb * 32 + (nb * 16 if grouped else 0) + (16 * (8 * u + 4) if xs else 0)
     rings = (wk * stages * slot + (wk * nb * 16 if xs and not grouped else 0)) * 4
-    smem = max(red, rings)
-    if smem > 227 * 1024:
-        return 0
-    return min(by_regs, 64 // wk, 32, 228 * 1024 // (smem + 1024))
+    return resident_ctas(regs, wk, max(red, rings))
 
 
 LIBRARY: dict[tuple[int, int, int, int], tuple[int, ...]] = {}
