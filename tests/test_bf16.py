@@ -191,6 +191,20 @@ def test_bf16_prepared_per_channel_large():
         assert rel_err(y, e) <= TOL_BF16, f"M={M}"
 
 
+@pytest.mark.parametrize("G", [128, None], ids=lambda g: f"g{g or 'chan'}")
+def test_bf16_prepared_wide(G):
+    """More than 1.5 waves of 128-column tiles (N = 26640) at 17-128 rows: on
+    Hopper the wgmma configs with 256-column weight tiles, in bf16."""
+    K, N = 2560, 26640
+    t, w, s, z, pw = prepared_bf16(K, N, G, seed=7)
+    W = ref.dequantize(w["qweight"], s, z, None)
+    for M in (24, 64, 100):
+        x32, b32, y = call_with_bias(t, pw, M, K, N)
+        assert not np.isnan(y).any()
+        e = x32.astype(np.float64) @ W + b32.astype(np.float64)
+        assert rel_err(y, e) <= TOL_BF16, f"M={M}"
+
+
 @pytest.mark.parametrize("M", [1, 6, 11, 16])
 @pytest.mark.parametrize("G", [128, None], ids=lambda g: f"g{g or 'chan'}")
 def test_bf16_prepared_large_decode(G, M):

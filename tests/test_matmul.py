@@ -221,6 +221,40 @@ def test_matmul_prepared_per_channel_large(K, N):
         assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M})"
 
 
+@pytest.mark.parametrize("K,N,G", [(2560, 26640, None), (1024, 26640, None), (1024, 26640, 128)],
+                         ids=lambda v: str(v))
+def test_matmul_prepared_wide(K, N, G):
+    """Weights with more than 1.5 waves of 128-column tiles (N = 26640: 209
+    tiles, more than 1.5 x the SMs of any Hopper part) at 17-128 rows: on
+    Hopper the wgmma configs with 256-column weight tiles (a ragged last tile
+    of 16 columns), per-channel weights of more than 2^26 values with the
+    scale in the epilogue (2560 x 26640 at M <= 64), the others with the
+    scale in the mainloop.  With a bias and without.  The weight is made
+    here, not through problem()'s cache (its float64 dequantization is up
+    to 546 MB)."""
+    fw = framework("torch")
+    w = ref.random_weights(K, N, group_size=G, seed=K + N)
+    W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)
+    p = int4mm.prepare(*device_weights(fw, w)[:3])
+    ms = (17, 40, 64, 100, 128)
+    rng = np.random.default_rng(K + 1)
+    xs = [rng.standard_normal((M, K)).astype(np.float16) for M in ms]
+    b = rng.standard_normal(N).astype(np.float16)
+    expect = np.split(reference_product(np.concatenate(xs), W), np.cumsum(ms)[:-1])
+    del W
+    for M, x, e in zip(ms, xs, expect):
+        out = fw.poisoned((M, N))
+        int4mm.matmul(fw.to_device(x), p, bias=fw.to_device(b), out=out)
+        y = fw.to_host(out)
+        assert not np.isnan(y).any(), f"kernel left output cells unwritten (M={M})"
+        err = rel_err(y, e + b.astype(np.float64))
+        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M}, bias)"
+        out = fw.poisoned((M, N))
+        int4mm.matmul(fw.to_device(x), p, out=out)
+        err = rel_err(fw.to_host(out), e)
+        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M})"
+
+
 @pytest.mark.parametrize("G", [64, 128, None], ids=lambda g: f"g{g or 'chan'}")
 @pytest.mark.parametrize("K,N", [(4096, 8192), (8192, 4096), (2048, 16384)], ids=lambda v: str(v))
 def test_matmul_prepared_large_decode(K, N, G):

@@ -5,12 +5,12 @@
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -DNDEBUG -gencode=arch=compute_90a,code=sm_90a \
 //        -I<site-packages>/cutlass_library/source/include -Isrc/cuda \
 //        benchmarks/wgmma_harness/harness.cu -o wgh -ldl
-// (-DWGH_EXTRA adds candidate configs that the library does not build: cfg 10+.)
+// (-DWGH_EXTRA adds candidate configs that the library does not build: cfg 12 and up.)
 // Run on an sm_90 GPU:
-//   CUBLAS_LIB=<path to libcublas.so> SHAPES="K,N,M,G ..." [CFGS="cfg,splits ..."] ./wgh
+//   CUBLAS_LIB=<path to libcublas.so> SHAPES="K,N,M,G ..." [CFGS="cfg,splits ..."] [XCFGS="cfg ..."] ./wgh
 // For each shape: fp16 cuBLAS (cublasGemmEx, fp32 accumulation), the
-// automatic choice and configs 0-8 (stream-K ones also with split-K 2 and 4;
-// 8 only for per-channel weights),
+// automatic choice and configs 0-11 (stream-K ones also with split-K 2 and 4;
+// 8 and 9 only for per-channel weights, 9-11 only where K tiles of 128 apply),
 // each checked against float64 on sampled rows and columns (outputs
 // NaN-poisoned first) and timed: a CUDA graph of LAUNCHES launches (default
 // 20) over weight copies rotated past 300 MB, median of 7 replays, in ROUNDS
@@ -22,6 +22,7 @@
 // before it: benchmarks/NOTES.md, v14).
 #include "../../src/cuda/matmul_wgmma_f16.cu"
 #include "../../src/cuda/matmul_wgmma_f16_small.cu"
+#include "../../src/cuda/matmul_wgmma_f16_wide.cu"
 // fp16 only: the bf16 instantiations (matmul_wgmma_bf16*.cu) double the build.
 namespace int4mm {
 namespace wgmma {
@@ -34,43 +35,44 @@ template <>
 int4mm_status run_small<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
     return INT4MM_ERR_UNSUPPORTED;
 }
+template <>
+int4mm_status run_wide<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
+    return INT4MM_ERR_UNSUPPORTED;
+}
 }  // namespace detail
 }  // namespace wgmma
 }  // namespace int4mm
 #include "../../src/cuda/matmul_wgmma.cu"
 
-// Candidate configurations not in the library (cfg 10 and up here), built
+// Candidate configurations not in the library (cfg 12 and up here), built
 // only when the harness is compiled with -DWGH_EXTRA.  Measured in v13 and
 // kept: 128x64 and 128x128 stream-K with K tiles of 128 (now configs 7 and
-// 6); in v14, config 7 with the scales in the epilogue (now config 8); not
-// kept: pingpong 64x256 with K tiles of 128 (cfg 12 here) and the per-channel
-// twins of configs 6, 0 and 3 (cfg 14-16).
+// 6); in v14, config 7 with the scales in the epilogue (now config 8); in
+// v18, 256-column weight tiles (x17 / x19 / x20 then, now configs 9-11).
+// Not kept (v13, v14; their definitions are in git history): pingpong 64x256
+// with K tiles of 128 and the per-channel twins of configs 6, 0 and 3; in
+// v18, configs 8 and 6 with 2x1 clusters (the x tile multicast to both CTAs
+// of a weight-tile pair: 0-7% slower, so L2 traffic for x is not what
+// limits M = 32-128).
 #if defined(WGH_EXTRA)
 namespace int4mm {
 namespace wgmma {
 namespace detail {
-template <class MmaT> using X12 = Config<MmaT, 64, 256, 1, Ping, PingEpi, void, 128>;
-
-// Per-channel twins (scale and zero point in the epilogue, as config 8) of
-// configs 6, 0 and 3: measured in v14, not kept.
-template <class MmaT> using X14 = Config<MmaT, 128, 128, 1, Coop, CoopEpi, StreamK, 128, true>;  // like cfg 6
-template <class MmaT> using X15 = Config<MmaT, 64, 256, 1, Ping, PingEpi, void, 64, true>;       // like cfg 0
-template <class MmaT> using X16 = Config<MmaT, 128, 256, 1, Coop, CoopEpi, StreamK, 64, true>;   // like cfg 3
+template <class MmaT> using X18 = Config<MmaT, 128, 64, 2, Coop, CoopEpi, StreamK, 128, true>;   // cfg 8, 2x1 cluster
+template <class MmaT> using X21 = Config<MmaT, 128, 128, 2, Coop, CoopEpi, StreamK, 128>;        // cfg 6, 2x1 cluster
 }  // namespace detail
 }  // namespace wgmma
 }  // namespace int4mm
 static int4mm_status run_extra(int cfg, const int4mm_matmul_args &a, cudaStream_t st, int sms, int splits) {
     using namespace int4mm::wgmma::detail;
     using H = cutlass::half_t;
-    if (cfg == 12) return run_config<H, X12<H>>(a, st, sms, splits);
-    if (cfg == 14) return run_config<H, X14<H>>(a, st, sms, splits);
-    if (cfg == 15) return run_config<H, X15<H>>(a, st, sms, splits);
-    if (cfg == 16) return run_config<H, X16<H>>(a, st, sms, splits);
+    if (cfg == 18) return run_config<H, X18<H>>(a, st, sms, splits);
+    if (cfg == 21) return run_config<H, X21<H>>(a, st, sms, splits);
     return INT4MM_ERR_INVALID_ARGUMENT;
 }
 // cfg, whether it is per-channel only, whether it takes split-K
 struct Extra { int cfg; bool per_channel; bool stream_k; };
-static const Extra kExtra[] = {{12, false, false}, {14, true, true}, {15, true, false}, {16, true, true}};
+static const Extra kExtra[] = {{18, true, true}, {21, false, true}};
 #else
 static int4mm_status run_extra(int, const int4mm_matmul_args &, cudaStream_t, int, int) {
     return INT4MM_ERR_INVALID_ARGUMENT;
@@ -290,7 +292,7 @@ int main() {
         auto launch = [&](int cfg, int splits, int copy, cudaStream_t st) {
             int4mm_matmul_args a = args_for(copy);
             if (cfg < 0) return wgmma::launch_config(a, st, -1) == INT4MM_OK;
-            if (cfg >= 10) return run_extra(cfg, a, st, sms, splits) == INT4MM_OK;
+            if (cfg >= wgmma::detail::kNumConfigs) return run_extra(cfg, a, st, sms, splits) == INT4MM_OK;
             return wgmma::detail::run<cutlass::half_t>(cfg, a, st, sms, splits) == INT4MM_OK;
         };
         auto check = [&](int cfg, int splits) -> double {
@@ -323,9 +325,14 @@ int main() {
         };
         std::vector<Cand> cands = {{-1, 0}, {0, 0}, {1, 0}, {2, 0}, {3, 0}, {3, 2}, {4, 0}, {4, 2}, {4, 4},
                                    {5, 0}, {5, 2}, {6, 0}, {6, 2}, {7, 0}, {7, 2}};
-        if (s.G == s.K && s.K % 128 == 0) {  // config 8: per-channel weights only
+        if (s.G == s.K && s.K % 128 == 0) {  // configs 8 and 9: per-channel weights only
             cands.push_back({8, 0});
             cands.push_back({8, 2});
+            cands.push_back({9, 0});
+        }
+        if (s.K % 128 == 0 && (s.G == s.K || s.G % 128 == 0)) {  // 256-column tiles (v18)
+            cands.push_back({10, 0});
+            cands.push_back({11, 0});
         }
         if (getenv("CFGS")) {  // CFGS="cfg,splits cfg,splits ...": only those (and auto)
             cands = {{-1, 0}};
@@ -337,10 +344,15 @@ int main() {
                 q += used;
             }
         }
+        const char *xcfgs = getenv("XCFGS");  // XCFGS="17 19": only those extras
         for (const Extra &x : kExtra)
-            if (x.cfg >= 0 && (s.G == s.K || s.G % 128 == 0) && s.K % 128 == 0 && (!x.per_channel || s.G == s.K)) {
+            if (x.cfg >= 0 && (!xcfgs || strstr((" " + std::string(xcfgs) + " ").c_str(),
+                                                (" " + std::to_string(x.cfg) + " ").c_str())) && (s.G == s.K || s.G % 128 == 0) && s.K % 128 == 0 && (!x.per_channel || s.G == s.K)) {
                 cands.push_back({x.cfg, 0});
-                if (x.stream_k) cands.push_back({x.cfg, 2});
+                if (x.stream_k) {
+                    cands.push_back({x.cfg, 2});
+                    cands.push_back({x.cfg, 4});
+                }
             }
         // Every candidate checked, then timed in ROUNDS interleaved rounds
         // (the clock drifts as the GPU heats: one pass favours the first);
@@ -364,8 +376,8 @@ int main() {
             const Cand &c = cands[j];
             char name[32];
             if (c.cfg < 0) snprintf(name, sizeof name, "auto");
-            else if (c.cfg >= 10 && c.splits) snprintf(name, sizeof name, "x%ds%d", c.cfg, c.splits);
-            else if (c.cfg >= 10) snprintf(name, sizeof name, "x%d", c.cfg);
+            else if (c.cfg >= wgmma::detail::kNumConfigs && c.splits) snprintf(name, sizeof name, "x%ds%d", c.cfg, c.splits);
+            else if (c.cfg >= wgmma::detail::kNumConfigs) snprintf(name, sizeof name, "x%d", c.cfg);
             else if (c.splits) snprintf(name, sizeof name, "c%ds%d", c.cfg, c.splits);
             else snprintf(name, sizeof name, "c%d", c.cfg);
             if (!ok[j]) {

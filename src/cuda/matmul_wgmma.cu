@@ -147,7 +147,7 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 }
 
 // Automatic choice, from measurements on H100 SXM (benchmarks/NOTES.md, "wgmma", v6) and
-// H200 (v12, v13, v14).
+// H200 (v12, v13, v14, v18).
 // - M <= 64 / M <= 128: cooperative 128x64 / 128x128 tiles (x tiles no
 //   taller than M needs; K tiles of 128 where K and G allow, else 64) with
 //   the stream-K scheduler: CUTLASS's heuristic
@@ -156,8 +156,9 @@ __global__ void prepare_scales_kernel(const T *__restrict__ scales, const T *__r
 //   between a quarter and half of the SMs, a plain split-K in two was
 //   faster still (8192^2, M = 32: 28.6 vs 32.7 us), except at M <= 64 with
 //   a third of a wave or less and K > 4096 (v14).  Per-channel weights of
-//   more than 2^26 values at M <= 64 take config 8 (v14).  *splits: 0 =
-//   CUTLASS's heuristic, n > 1 = split-K in n.
+//   more than 2^26 values at M <= 64 take config 8 (v14).  Where 128-column
+//   tiles would run more than 1.5 waves, 256-column ones (configs 9-11, v18).
+//   *splits: 0 = CUTLASS's heuristic, n > 1 = split-K in n.
 // - M <= 256: pingpong 64x256 (one 64-row weight tile per CTA: N/64 CTAs).
 // - otherwise 128x256 cooperative tiles; when they fill the last wave badly
 //   (e.g. N = 5120, M = 2048: 320 tiles on 132 SMs = 2.4 waves) stream-K
@@ -178,6 +179,16 @@ int choose_config(int64_t M, int64_t N, int64_t K, int64_t G, int sm_count, int 
         // 4-25%, K = 20480 39.4 vs 50.7 µs; v14).
         if (M <= 64 && 3 * tiles <= sms && K > 4096) *splits = 0;
         const bool k128 = K % 128 == 0 && (G == K || G % 128 == 0);  // K tiles of 128 (v13)
+        // Weight tiles of 256 columns (configs 9-11) where 128-column tiles
+        // would run more than 1.5 waves: a 256-column tile took 1.43-1.6x
+        // as long as a 128-column one on the same SM (8192 x 28672, M = 32-128,
+        // H200), so it wins once N / 128 > ~1.5 x the SMs (N = 28672: 224
+        // tiles, 6-16% faster; N = 20480: 160 tiles, 16% slower; v18).
+        const int64_t tiles128 = (N + 127) / 128;
+        if (k128 && 2 * tiles128 > 3 * sms) {
+            if (M > 64) return 11;
+            return G == K && K * N > (int64_t(1) << 26) ? 9 : 10;  // 9: as config 8 (below)
+        }
         // Per-channel weights of more than 2^26 values (32 MiB of int4):
         // config 7's tiles with the scale and zero point in the epilogue
         // (v14: 4-15% faster there on H200); at 2^26 and below the extra

@@ -1,6 +1,6 @@
-// The wgmma kernels with bf16 activations (see matmul_wgmma.cu), configs 4-7
+// The wgmma kernels with bf16 activations (see matmul_wgmma.cu), configs 4-8
 // (x tiles of 64 and 128 rows, for M <= 128).
-// One element type and one half of the configs per file: the CUTLASS
+// One element type and one group of the configs per file: the CUTLASS
 // instantiations are the slowest part of the build and compile in parallel
 // this way.
 #include "matmul_wgmma_gemm.cuh"

@@ -157,8 +157,16 @@ template <class MmaT> using Cfg7 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, Strea
 
 // Config 8: config 7's tiles for per-channel weights (ChannelEpilogue).
 template <class MmaT> using Cfg8 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK, 128, true>;  // M <= 64, G == K
-constexpr int kNumConfigs = 9;
+// Configs 9-11: weight tiles of 256 columns for M <= 128 (each consumer
+// warpgroup issues two m64 wgmmas per k16 step; 9-16% faster than configs
+// 8 / 7 / 6 where 128-column tiles run more than 1.5 waves, e.g. N = 28672,
+// and slower below: benchmarks/NOTES.md, v18), K tiles of 128.
+template <class MmaT> using Cfg9 = Config<MmaT, 256, 64, 1, Coop, CoopEpi, StreamK, 128, true>;  // M <= 64, G == K
+template <class MmaT> using Cfg10 = Config<MmaT, 256, 64, 1, Coop, CoopEpi, StreamK, 128>;       // M <= 64
+template <class MmaT> using Cfg11 = Config<MmaT, 256, 128, 1, Coop, CoopEpi, StreamK, 128>;      // M <= 128
+constexpr int kNumConfigs = 12;
 constexpr int kFirstSmallConfig = 4;  // configs 4 .. 8 live in their own files (see run())
+constexpr int kFirstWideConfig = 9;   // and configs 9 .. 11 in theirs
 
 // out[m] = sum_k x[m, k] in fp32, one CTA per row of x (K % 8 == 0, rows
 // 16-byte aligned: the wgmma path's own requirements on x).
@@ -286,14 +294,18 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
 // MmaT (cutlass::half_t or cutlass::bfloat16_t).  The CUTLASS instantiations
 // are the slowest part of the build, so they are spread over four files that
 // compile in parallel: configs 0-3 in matmul_wgmma_{f16,bf16}.cu (run_large),
-// 4-8 in matmul_wgmma_{f16,bf16}_small.cu (run_small).
+// 4-8 in matmul_wgmma_{f16,bf16}_small.cu (run_small), 9-11 in
+// matmul_wgmma_{f16,bf16}_wide.cu (run_wide).
 template <class MmaT>
 int4mm_status run_large(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
 template <class MmaT>
 int4mm_status run_small(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
+template <class MmaT>
+int4mm_status run_wide(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits);
 
 template <class MmaT>
 inline int4mm_status run(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+    if (cfg >= kFirstWideConfig) return run_wide<MmaT>(cfg, a, stream, sm_count, splits);
     if (cfg >= kFirstSmallConfig) return run_small<MmaT>(cfg, a, stream, sm_count, splits);
     return run_large<MmaT>(cfg, a, stream, sm_count, splits);
 }
@@ -317,6 +329,15 @@ int4mm_status run_small_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t 
         case 6: return run_config<MmaT, Cfg6<MmaT>>(a, stream, sm_count, splits);
         case 7: return run_config<MmaT, Cfg7<MmaT>>(a, stream, sm_count, splits);
         case 8: return run_config<MmaT, Cfg8<MmaT>>(a, stream, sm_count, splits);
+        default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
+    }
+}
+template <class MmaT>
+int4mm_status run_wide_impl(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+    switch (cfg) {
+        case 9: return run_config<MmaT, Cfg9<MmaT>>(a, stream, sm_count, splits);
+        case 10: return run_config<MmaT, Cfg10<MmaT>>(a, stream, sm_count, splits);
+        case 11: return run_config<MmaT, Cfg11<MmaT>>(a, stream, sm_count, splits);
         default: return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (wgmma): no config %d", cfg);
     }
 }

@@ -1,0 +1,19 @@
+// The wgmma kernels with bf16 activations (see matmul_wgmma.cu), configs 9-11
+// (weight tiles of 256 columns, for M <= 128 on wide weights).
+// One element type and one group of the configs per file: the CUTLASS
+// instantiations are the slowest part of the build and compile in parallel
+// this way.
+#include "matmul_wgmma_gemm.cuh"
+
+namespace int4mm {
+namespace wgmma {
+namespace detail {
+
+template <>
+int4mm_status run_wide<cutlass::bfloat16_t>(int cfg, const int4mm_matmul_args &a, cudaStream_t stream, int sm_count, int splits) {
+    return run_wide_impl<cutlass::bfloat16_t>(cfg, a, stream, sm_count, splits);
+}
+
+}  // namespace detail
+}  // namespace wgmma
+}  // namespace int4mm
