@@ -153,6 +153,23 @@ def test_chosen_path_depends_on_m():
     assert int4mm.chosen_path(4096, p) == "large_m"
 
 
+def test_chosen_path_decode_rows_on_hopper():
+    """With a wgmma-prepared weight AUTO takes the decode kernel up to 16 rows,
+    and up to 32 for weights of less than 16 MiB of int4 (there it beat
+    wgmma at M = 17-32 on the H200: NOTES v18)."""
+    if not (_is_hopper() and "sm_90a" in int4mm.info()["compiled_targets"]):
+        pytest.skip("needs an sm_90 GPU and a build with sm_90a code")
+    fw = framework("torch")
+    cases = [((1024, 144, None), 32), ((1024, 128, 128), 32), ((4096, 8192, None), 16),  # 4096 x 8192: 16 MiB
+             ((4096, 8192, 128), 16)]
+    for (K, N, G), last in cases:
+        w = ref.random_weights(K, N, group_size=G, seed=K + N)
+        p = int4mm.prepare(*device_weights(fw, w)[:3])
+        assert p.layout == "sm90-wgmma", p
+        assert int4mm.chosen_path(last, p) == "small_m", (K, N, G, last)
+        assert int4mm.chosen_path(last + 1, p) == "large_m", (K, N, G, last)
+
+
 def _is_hopper():
     import torch
 
@@ -160,14 +177,16 @@ def _is_hopper():
 
 
 @pytest.mark.parametrize("path", ["auto", "small_m", "large_m"])
-@pytest.mark.parametrize("M", [1, 2, 9, 16, 17, 33, 64, 100, 128, 255, 256, 1000, 2048])
+@pytest.mark.parametrize("M", [1, 2, 9, 16, 17, 32, 33, 64, 100, 128, 255, 256, 1000, 2048])
 @pytest.mark.parametrize("G", [64, 128, None, 32], ids=lambda g: f"g{g or 'chan'}")
 @pytest.mark.parametrize("K,N", [(1024, 128), (2048, 1040), (5120, 5120)], ids=lambda v: str(v))
 def test_matmul_prepared(K, N, G, M, path):
-    """Prepared weights: on Hopper these take the wgmma kernel above 16 rows and
-    the decode kernel on the same prepared codes up to there (except G = 32,
-    which neither supports and which must fall back, still correct).  Forcing
-    small_m runs the decode kernel at every M (rows beyond 32 loop)."""
+    """Prepared weights: on Hopper these take the wgmma kernel above 16 rows
+    (above 32 for weights under 16 MiB) and the decode kernel on
+    the same prepared codes up to there, 17-32 rows as two tiles of 16
+    (except G = 32, which neither supports and which must fall back, still
+    correct).  Forcing small_m runs the decode kernel at every M (rows beyond
+    32 loop)."""
     if path == "small_m" and M > 128:
         pytest.skip("decode kernel at large M: covered up to 128 rows")
     fw = framework("torch")

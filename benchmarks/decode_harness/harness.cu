@@ -8,6 +8,7 @@
 //   SHAPES="K,N,M,G ..." ./harness shapes   the same sweep on those shapes
 //   DEFAULTS_ONLY=1 times the default config only
 //   ./harness host       host cost per call of a launch and of the decode entry (tiny shape)
+//   ANY_MT=1 sweeps every row tiling (mt = 1, 2, 4) whatever M is, not only the smallest that holds M
 //   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers;
 //   M = 9-16 runs the mt = 2 ring kernels, x through the ring: v9)
 // INT4MM_PDL=0 launches without programmatic dependent launch (as the library
@@ -483,7 +484,7 @@ int main(int argc, char **argv) {
         std::string line;
         for (int stg : stage_list) for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
             if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
-            if (mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;
+            if (!getenv("ANY_MT") && mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;  // ANY_MT: every row tiling
             DecodeConfig cfg{nb, mt, u, wk, ks, stg};
             int per_sm = 0;
             if (stg > 0 && (blocks_per_sm(0, p0.dtype, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0)) continue;

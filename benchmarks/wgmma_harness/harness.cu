@@ -392,7 +392,8 @@ int main() {
                 best_name = name;
             }
         }
-        printf(" | best %s %.1f us (%.2fx cublas)\n", best_name.c_str(), best, tc / best);
+        if (best_name.empty()) printf("\n");  // only the automatic choice was timed
+        else printf(" | best %s %.1f us (%.2fx cublas)\n", best_name.c_str(), best, tc / best);
         fflush(stdout);
         cudaFree(dq);
         cudaFree(ds);

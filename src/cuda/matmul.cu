@@ -44,7 +44,11 @@ int resolve_path(const int4mm_matmul_args &a) {
     // kWgmmaMinM rows (it reads the weights once per wave of tiles at
     // near-fp16 tensor-core speed); up to there the decode kernel streams the
     // same prepared codes faster.
-    if (has_wgmma_layout(a)) return a.M > kWgmmaMinM ? INT4MM_PATH_LARGE_M : INT4MM_PATH_SMALL_M;
+    // Weights under kDecodeMaxMBytes: the decode kernel up to kDecodeMaxM rows.
+    if (has_wgmma_layout(a)) {
+        const bool small = a.K * a.N / 2 < kDecodeMaxMBytes;
+        return a.M > (small ? kDecodeMaxM : kWgmmaMinM) ? INT4MM_PATH_LARGE_M : INT4MM_PATH_SMALL_M;
+    }
     // group_size % 32 == 0: the v2 tensor-core SMALL_M kernel applies and
     // beats the LARGE_M tile kernel up to kSmallMThresholdMma rows.
     const int64_t limit = a.group_size % 32 == 0 ? kSmallMThresholdMma : kSmallMThreshold;

@@ -134,6 +134,14 @@ constexpr int kSmallMThresholdMma = 128;
 // H100 (benchmarks/NOTES.md, v5, v6): decode 8192^2 M = 16 18.9-21 us,
 // M = 32 44-87 us; wgmma 28.6 us at M = 32 (cooperative 128x64, split-K).
 constexpr int kWgmmaMinM = 16;
+// ... except for weights of less than this many bytes of int4, where the
+// decode kernel (two tiles of 16 rows, register ring) also takes M = 17-32:
+// on the H200 it was 1.1-2.6x faster than wgmma on all 18 such cases
+// measured (M = 17-32, per-channel and G = 128; 4096^2 M = 32 7.8 vs 17.1
+// us, 5120^2 17.5 vs 20.3); from 16 MiB up the two were mixed (8192^2 29.2
+// vs 26.6, 14336 x 4096 24.7 vs 30.4; benchmarks/NOTES.md, v18).
+constexpr int kDecodeMaxM = 32;
+constexpr int64_t kDecodeMaxMBytes = int64_t(16) << 20;
 // 16:32 sparse at M <= this stays on the v1 CUDA-core kernel, which is
 // faster there (H100, 8192^2, G = 128: M = 1 v1 29.7 vs v2 45.1 us, M = 2
 // 39.3 vs 45.6, M = 4 73.6 vs 45.9): the v2 per-word mask expansion is
