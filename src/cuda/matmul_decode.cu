@@ -833,8 +833,8 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     const bool grouped = p.group_size != p.K;
     DecodeConfig best;
-    // Up to 32 rows: tiles of 16 (M = 17-32 in two; H200, v18: 1.5-2.6x
-    // faster than tiles of 32 on 12 of 13 shapes, 10% slower on 1024^2).
+    // Up to 32 rows: tiles of 16 (M = 17-32 in two; H200, v18: 1.45-2.6x
+    // faster than tiles of 32 on 12 of 13 shapes, 8% slower on 1024^2).
     best.mt = p.M <= 8 ? 1 : p.M <= 32 ? 2 : 4;
     best.nb = 1;
     // Grouped weights: 4 blocks per CTA down to 64 CTAs (G = 128, M = 1:
