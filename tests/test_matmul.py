@@ -207,22 +207,16 @@ def test_matmul_prepared(K, N, G, M, path):
     assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, M={M}, {path})"
 
 
-@pytest.mark.parametrize("K,N", [(16384, 4112), (11264, 6144)], ids=lambda v: str(v))
-def test_matmul_prepared_per_channel_large(K, N):
-    """Per-channel weights of more than 2^26 values at 17-64 rows: on Hopper
-    the wgmma config that converts the codes only and applies the scale, the
-    zero point (through the row sums of x) and the bias in its epilogue, with
-    CUTLASS's stream-K (N = 4112, a ragged last tile) and split-K in two
-    (N = 6144).  The random zero points are rarely 8, a few fractional, so
-    the zero-point term carries weight.  With a bias (validated path) and
-    without (fast path).  The weight is made here, not through problem()'s
-    cache: its float64 dequantization is 540 MB."""
-    fw = framework("torch")
-    w = ref.random_weights(K, N, seed=K + N)
+def check_rows_through_prepared(fw, K, N, G, ms, rng_seed):
+    """A random K x N weight (group size G, seed K + N), prepared, against
+    float64 at each M in ``ms`` rows of x (seeded by ``rng_seed``), with a
+    bias (validated path) and without (fast path), into NaN-poisoned outputs.
+    The weight is made here, not through problem()'s cache: these are large
+    (their float64 dequantization is hundreds of MB)."""
+    w = ref.random_weights(K, N, group_size=G, seed=K + N)
     W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)
     p = int4mm.prepare(*device_weights(fw, w)[:3])
-    ms = (17, 33, 64)
-    rng = np.random.default_rng(K)
+    rng = np.random.default_rng(rng_seed)
     xs = [rng.standard_normal((M, K)).astype(np.float16) for M in ms]
     b = rng.standard_normal(N).astype(np.float16)
     expect = np.split(reference_product(np.concatenate(xs), W), np.cumsum(ms)[:-1])
@@ -240,6 +234,18 @@ def test_matmul_prepared_per_channel_large(K, N):
         assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M})"
 
 
+@pytest.mark.parametrize("K,N", [(16384, 4112), (11264, 6144)], ids=lambda v: str(v))
+def test_matmul_prepared_per_channel_large(K, N):
+    """Per-channel weights of more than 2^26 values at 17-64 rows: on Hopper
+    the wgmma config that converts the codes only and applies the scale, the
+    zero point (through the row sums of x) and the bias in its epilogue, with
+    CUTLASS's stream-K (N = 4112, a ragged last tile) and split-K in two
+    (N = 6144).  The random zero points are rarely 8, a few fractional, so
+    the zero-point term carries weight.  With a bias and without (float64
+    dequantization: 540 MB)."""
+    check_rows_through_prepared(framework("torch"), K, N, None, (17, 33, 64), rng_seed=K)
+
+
 @pytest.mark.parametrize("K,N,G", [(2560, 26640, None), (1024, 26640, None), (1024, 26640, 128)],
                          ids=lambda v: str(v))
 def test_matmul_prepared_wide(K, N, G):
@@ -248,30 +254,9 @@ def test_matmul_prepared_wide(K, N, G):
     Hopper the wgmma configs with 256-column weight tiles (a ragged last tile
     of 16 columns), per-channel weights of more than 2^26 values with the
     scale in the epilogue (2560 x 26640 at M <= 64), the others with the
-    scale in the mainloop.  With a bias and without.  The weight is made
-    here, not through problem()'s cache (its float64 dequantization is up
-    to 546 MB)."""
-    fw = framework("torch")
-    w = ref.random_weights(K, N, group_size=G, seed=K + N)
-    W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)
-    p = int4mm.prepare(*device_weights(fw, w)[:3])
-    ms = (17, 40, 64, 100, 128)
-    rng = np.random.default_rng(K + 1)
-    xs = [rng.standard_normal((M, K)).astype(np.float16) for M in ms]
-    b = rng.standard_normal(N).astype(np.float16)
-    expect = np.split(reference_product(np.concatenate(xs), W), np.cumsum(ms)[:-1])
-    del W
-    for M, x, e in zip(ms, xs, expect):
-        out = fw.poisoned((M, N))
-        int4mm.matmul(fw.to_device(x), p, bias=fw.to_device(b), out=out)
-        y = fw.to_host(out)
-        assert not np.isnan(y).any(), f"kernel left output cells unwritten (M={M})"
-        err = rel_err(y, e + b.astype(np.float64))
-        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M}, bias)"
-        out = fw.poisoned((M, N))
-        int4mm.matmul(fw.to_device(x), p, out=out)
-        err = rel_err(fw.to_host(out), e)
-        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, M={M})"
+    scale in the mainloop.  With a bias and without (float64 dequantization:
+    up to 546 MB)."""
+    check_rows_through_prepared(framework("torch"), K, N, G, (17, 40, 64, 100, 128), rng_seed=K + 1)
 
 
 @pytest.mark.parametrize("G", [64, 128, None], ids=lambda g: f"g{g or 'chan'}")
