@@ -254,8 +254,9 @@ def test_matmul_prepared_wide(K, N, G):
     Hopper the wgmma configs with 256-column weight tiles (a ragged last tile
     of 16 columns), per-channel weights of more than 2^26 values with the
     scale in the epilogue (2560 x 26640 at M <= 64), the others with the
-    scale in the mainloop.  With a bias and without (float64 dequantization:
-    up to 546 MB)."""
+    scale in the mainloop (1024 x 26640, under 16 MiB, takes the decode
+    kernel at M = 17).  With a bias and without (float64 dequantization: up
+    to 546 MB)."""
     check_rows_through_prepared(framework("torch"), K, N, G, (17, 40, 64, 100, 128), rng_seed=K + 1)
 
 

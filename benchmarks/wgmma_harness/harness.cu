@@ -1,6 +1,6 @@
 // Standalone check + timing of every wgmma (CUTLASS) configuration of
 // src/cuda/matmul_wgmma.cu against fp16 cuBLAS, without the rest of the
-// library: which configuration each shape should get (benchmarks/NOTES.md, v12, v13).
+// library: which configuration each shape should get (benchmarks/NOTES.md, v12, v13, v14, v18).
 // Build (nvcc, CUTLASS headers from the nvidia-cutlass wheel; ~4 min on 2 cores):
 //   nvcc -std=c++17 -O3 --expt-relaxed-constexpr -DNDEBUG -gencode=arch=compute_90a,code=sm_90a \
 //        -I<site-packages>/cutlass_library/source/include -Isrc/cuda \
@@ -52,8 +52,8 @@ int4mm_status run_wide<cutlass::bfloat16_t>(int, const int4mm_matmul_args &, cud
 // Not kept (v13, v14; their definitions are in git history): pingpong 64x256
 // with K tiles of 128 and the per-channel twins of configs 6, 0 and 3; in
 // v18, configs 8 and 6 with 2x1 clusters (the x tile multicast to both CTAs
-// of a weight-tile pair: 0-7% slower, so L2 traffic for x is not what
-// limits M = 32-128).
+// of a weight-tile pair: 1-7% slower at M = 64, even at M = 128, so L2
+// traffic for x is not what limits M = 32-128).
 #if defined(WGH_EXTRA)
 namespace int4mm {
 namespace wgmma {

@@ -138,7 +138,8 @@ using StreamK = cutlass::gemm::StreamKScheduler;
 
 // Measured alternatives that lost everywhere (benchmarks/NOTES.md, "wgmma"):
 // cooperative 128x128 without stream-K at M > 256, pingpong 64x256 with
-// 2x1 / 4x1 clusters, stream-K with a 2x1 cluster.  They are not built.
+// 2x1 / 4x1 clusters, stream-K with a 2x1 cluster (also configs 8 and 6 with
+// 2x1 clusters at M = 32-128: v18).  They are not built.
 template <class MmaT> using Cfg0 = Config<MmaT, 64, 256, 1, Ping, PingEpi>;            // M <= 256
 template <class MmaT> using Cfg1 = Config<MmaT, 128, 256, 1, Coop, CoopEpi>;           // 256 < M <= 512
 template <class MmaT> using Cfg2 = Config<MmaT, 128, 256, 2, Coop, CoopEpi>;           // M > 512
@@ -158,7 +159,7 @@ template <class MmaT> using Cfg7 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, Strea
 // Config 8: config 7's tiles for per-channel weights (ChannelEpilogue).
 template <class MmaT> using Cfg8 = Config<MmaT, 128, 64, 1, Coop, CoopEpi, StreamK, 128, true>;  // M <= 64, G == K
 // Configs 9-11: weight tiles of 256 columns for M <= 128 (each consumer
-// warpgroup issues two m64 wgmmas per k16 step; 9-16% faster than configs
+// warpgroup issues two m64 wgmmas per k16 step; 6-16% faster than configs
 // 8 / 7 / 6 where 128-column tiles run more than 1.5 waves, e.g. N = 28672,
 // and slower below: benchmarks/NOTES.md, v18), K tiles of 128.
 template <class MmaT> using Cfg9 = Config<MmaT, 256, 64, 1, Coop, CoopEpi, StreamK, 128, true>;  // M <= 64, G == K
@@ -292,7 +293,7 @@ int4mm_status run_config(const int4mm_matmul_args &a, cudaStream_t stream, int s
 
 // Runs configuration `cfg` (0 .. kNumConfigs - 1) with activations of type
 // MmaT (cutlass::half_t or cutlass::bfloat16_t).  The CUTLASS instantiations
-// are the slowest part of the build, so they are spread over four files that
+// are the slowest part of the build, so they are spread over six files that
 // compile in parallel: configs 0-3 in matmul_wgmma_{f16,bf16}.cu (run_large),
 // 4-8 in matmul_wgmma_{f16,bf16}_small.cu (run_small), 9-11 in
 // matmul_wgmma_{f16,bf16}_wide.cu (run_wide).
