@@ -157,9 +157,9 @@ def test_chosen_path_decode_rows_on_hopper():
     """With a wgmma-prepared weight AUTO takes the decode kernel up to 16 rows,
     and up to 32 for weights of less than 16 MiB of int4 (there it beat
     wgmma at M = 17-32 on the H200: NOTES v18)."""
+    fw = framework("torch")  # skips without torch or a GPU, before _is_hopper() imports torch
     if not (_is_hopper() and "sm_90a" in int4mm.info()["compiled_targets"]):
         pytest.skip("needs an sm_90 GPU and a build with sm_90a code")
-    fw = framework("torch")
     cases = [((1024, 144, None), 32), ((1024, 128, 128), 32), ((4096, 8192, None), 16),  # 4096 x 8192: 16 MiB
              ((4096, 8192, 128), 16)]
     for (K, N, G), last in cases:
