@@ -184,8 +184,8 @@ int choose_config(int64_t M, int64_t N, int64_t K, int64_t G, int sm_count, int 
         // as long as a 128-column one on the same SM (8192 x 28672, M = 32-128,
         // H200), so it wins once N / 128 > ~1.5 x the SMs (N = 28672: 224
         // tiles, 6-16% faster; N = 20480: 160 tiles, 16% slower; v18).
-        const int64_t tiles128 = (N + 127) / 128;
-        if (k128 && 2 * tiles128 > 3 * sms) {
+        // (`tiles` above is N / 128 rounded up: one x tile holds M <= 128.)
+        if (k128 && 2 * tiles > 3 * sms) {
             if (M > 64) return 11;
             return G == K && K * N > (int64_t(1) << 26) ? 9 : 10;  // 9: as config 8 (below)
         }
