@@ -177,6 +177,25 @@ def call_with_bias(t, pw, M, K, N):
     return x32, b32, host(t, out)
 
 
+@pytest.mark.parametrize("G", [64, 256, 1024])
+def test_bf16_prepared_grouped_offset_codes(G):
+    """Grouped bf16 weights at decode row counts with x far from zero mean
+    (standard normal + 4): the decode kernel's bf16 codes are
+    1.0625 + (q - 8) / 128, the offset taken back out per fold with the sum
+    of x (test_matmul.py has the fp16 twin)."""
+    K, N = 4096, 1040
+    t, w, s, z, pw = prepared_bf16(K, N, G, seed=5)
+    for M in (1, 5, 16):
+        rng = np.random.default_rng(M + G)
+        x32 = ref.bf16_round((rng.standard_normal((M, K)) + 4.0).astype(np.float32))
+        out = poisoned(t, (M, N), t.bfloat16)
+        assert int4mm.matmul(bf16_tensor(t, x32), pw, out=out) is out
+        y = host(t, out)
+        assert not np.isnan(y).any()
+        err = rel_err(y, expected(x32, w, s, z))
+        assert err <= TOL_BF16, f"relative error {err:.2e} (G={G}, M={M})"
+
+
 def test_bf16_prepared_per_channel_large():
     """Per-channel, more than 2^26 values, 17-64 rows: on Hopper the wgmma
     config with the scale, zero point and bias applied in the epilogue, in

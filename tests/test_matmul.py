@@ -294,6 +294,29 @@ def test_matmul_prepared_large_decode(K, N, G):
         assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, G={G}, M={M})"
 
 
+@pytest.mark.parametrize("G", [64, 128, 256, 1024])
+def test_matmul_prepared_grouped_offset_codes(G):
+    """Grouped prepared weights at decode row counts with x far from zero
+    mean (standard normal + 4).  The decode kernel multiplies grouped codes
+    as 1.125 + (q - 8) / 64 and takes the offset back out with the group's
+    sum of x, folding every 8 k16 steps or fewer (every chunk once a group is
+    longer than 128): a wrong offset or a missed fold shows as an error that
+    grows with that sum."""
+    fw = framework("torch")
+    K, N = 4096, 1040
+    w = ref.random_weights(K, N, group_size=G, seed=G + 5)
+    W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)
+    p = int4mm.prepare(*device_weights(fw, w)[:3])
+    for M in (1, 5, 16):
+        x = (np.random.default_rng(M + G).standard_normal((M, K)) + 4.0).astype(np.float16)
+        out = fw.poisoned((M, N))
+        assert int4mm.matmul(fw.to_device(x), p, out=out) is out
+        y = fw.to_host(out)
+        assert not np.isnan(y).any(), f"kernel left output cells unwritten (M={M})"
+        err = rel_err(y, reference_product(x, W))
+        assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, G={G}, M={M})"
+
+
 @pytest.mark.parametrize("M", [1, 12])
 @pytest.mark.parametrize("K,N", [(2048, 2048), (4096, 8192)], ids=lambda v: str(v))
 def test_matmul_decode_back_to_back(K, N, M):

@@ -33,7 +33,7 @@ def test_sanitize_matmul(path, sparse, G, M):
                                      (5120, 5120, None, 1), (4096, 8192, 128, 1), (8192, 4096, None, 5),
                                      (4096, 8192, None, 12), (8192, 4096, 128, 16), (1024, 256, None, 100),
                                      (1024, 256, 128, 300), (16384, 4112, None, 40), (1024, 26640, 128, 40),
-                                     (1024, 26640, None, 100), (1024, 256, None, 24)])
+                                     (1024, 26640, None, 100), (1024, 256, None, 24), (2048, 256, 512, 3)])
 def test_sanitize_prepared(K, N, G, M, path):
     """Prepared weights: the decode kernel (1, 2 and 4 groups of 8 rows;
     per-channel weights at M <= 8 through the register ring, on Hopper
@@ -43,7 +43,8 @@ def test_sanitize_prepared(K, N, G, M, path):
     with K <= 4096 and few tiles: pingpong 64x256; per-channel 16384 x 4112
     at M = 40: the row sums of x and the scales in the epilogue; N = 26640 at
     M = 40 and 100: 256-column weight tiles; 1024 x 256 per-channel at M = 24:
-    the decode kernel's two tiles of 16 rows)."""
+    the decode kernel's two tiles of 16 rows; 2048 x 256 with G = 512 at
+    M = 3: grouped codes with an offset, folded chunk by chunk)."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=M)
     p = int4mm.prepare(fw.to_device(w["qweight"]), fw.to_device(w["scales"]), fw.to_device(w["zeros"]))

@@ -18,6 +18,12 @@
 // The per-group sum of x comes from one more mma per k16 step with an
 // all-ones A operand (its D holds the sum of x for every row of D), so the
 // zero-point term costs one mma per step, not one per weight block.
+// Grouped weights skip the subtraction below: their A operand is
+// 1.125 + (q - 8) / 64 (bf16: 1.0625 + (q - 8) / 128), one LOP3 per register
+// (dequant_offset), and the per-group fold takes the offset back out with
+// the same sum of x; each such sum runs 8 k16 steps or fewer (longer groups
+// are folded chunk by chunk), which keeps the results as close to the
+// float64 reference as the exact codes' (benchmarks/NOTES.md, v19).
 //
 // Dequantization of one word w (fp16): LOP3 (w & 0x000F000F) ^ 0x64086408 =
 // half2(1024 + q) for nibbles 0 and 4 (the XOR undoes the stored q ^ 8),
@@ -213,8 +219,12 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     GroupWalk math_walk = load_walk;
     // The next chunk (`chunk`) of walk w: whether it ends a group (or this
     // warp's run) and, if so, that group in *grp.
+    // Groups longer than 8 k16 steps are folded chunk by chunk (their
+    // scales with every chunk), so that no offset sum (dequant_offset)
+    // runs longer than 8 steps.
+    const bool fold_each = a.gsteps > 8;
     auto next_ends_group = [&](GroupWalk &w, int chunk, int *grp) {
-        const bool ends = --w.left == 0 || chunk + 1 == nchunks;
+        const bool ends = --w.left == 0 || chunk + 1 == nchunks || fold_each;
         *grp = w.grp;
         if (w.left == 0) {
             w.left = chunks_per_group;
@@ -319,8 +329,12 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     auto fold = [&](const uint16_t (&sv)[NB][2], const uint16_t (&zv)[NB][2], float (&out)[NB][MT][4]) {
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            const float s0 = bits_to_float<T>(sv[b][0]), s1 = bits_to_float<T>(sv[b][1]);
-            const float z0 = bits_to_float<T>(zv[b][0]), z1 = bits_to_float<T>(zv[b][1]);
+            float s0 = bits_to_float<T>(sv[b][0]), s1 = bits_to_float<T>(sv[b][1]);
+            float z0 = bits_to_float<T>(zv[b][0]), z1 = bits_to_float<T>(zv[b][1]);
+            if constexpr (GROUPED) {  // acc holds offset codes: s (kDiv acc - kDivBase xs) + z xs
+                z0 = fmaf(-OffsetCodes<T>::kDivBase, s0, z0), s0 *= OffsetCodes<T>::kDiv;
+                z1 = fmaf(-OffsetCodes<T>::kDivBase, s1, z1), s1 *= OffsetCodes<T>::kDiv;
+            }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
                 out[b][mt][0] = fmaf(z0, xs[mt][0], fmaf(s0, acc[b][mt][0], out[b][mt][0]));
@@ -355,8 +369,11 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t af[4];
-                if constexpr (ASYNC) dequant<T>(ws[(u * NB + b) * 32], af);
-                else dequant<T>(ch.w[u][b], af);
+                uint32_t word;
+                if constexpr (ASYNC) word = ws[(u * NB + b) * 32];
+                else word = ch.w[u][b];
+                if constexpr (GROUPED) dequant_offset<T>(word, af);
+                else dequant<T>(word, af);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[b][mt], af, xf[mt][0], xf[mt][1]);
             }

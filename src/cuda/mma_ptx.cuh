@@ -105,6 +105,41 @@ __device__ __forceinline__ void dequant(uint32_t w, uint32_t (&a)[4]) {
     }
 }
 
+// One fragment word -> the four A registers holding kBase + (q - 8) / kDiv,
+// one LOP3 each (after a shift): the code goes into the top (fp16) or low
+// (bf16) mantissa bits under the exponent of 1.0, with no subtraction.  The
+// mma then sums (kBase + (q - 8) / kDiv) x, and
+//   sum (q - 8) x = kDiv * acc - kDiv * kBase * sum x,
+// with sum x from the all-ones mma.  The offset is small next to the codes
+// (1.125 vs 1/64 per unit of q - 8 in fp16), so the fp32 sums lose ~4-7 bits
+// to it; the decode kernel takes this form only where it folds its sums
+// into the total every 8 k16 steps or fewer (grouped weights:
+// benchmarks/NOTES.md, v19), which bounds the error.
+template <class T>
+struct OffsetCodes {
+    static constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+    static constexpr float kDiv = kBf16 ? 128.0f : 64.0f;          // 1 / weight of one unit of q
+    static constexpr float kDivBase = kBf16 ? 136.0f : 72.0f;      // kDiv * kBase: 1.0625 * 128, 1.125 * 64
+};
+template <class T>
+__device__ __forceinline__ void dequant_offset(uint32_t w, uint32_t (&a)[4]) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        // bits 0-3 of each bf16: 1 + q / 128 (the XOR undoes the stored q ^ 8)
+        constexpr uint32_t kMagic = 0x3F883F88u;
+        a[0] = and_xor(w, 0x000F000Fu, kMagic);
+        a[1] = and_xor(w >> 4, 0x000F000Fu, kMagic);
+        a[2] = and_xor(w >> 8, 0x000F000Fu, kMagic);
+        a[3] = and_xor(w >> 12, 0x000F000Fu, kMagic);
+    } else {
+        // bits 4-7 of each fp16: 1 + q / 64
+        constexpr uint32_t kMagic = 0x3C803C80u;
+        a[0] = and_xor(w << 4, 0x00F000F0u, kMagic);
+        a[1] = and_xor(w, 0x00F000F0u, kMagic);
+        a[2] = and_xor(w >> 4, 0x00F000F0u, kMagic);
+        a[3] = and_xor(w >> 8, 0x00F000F0u, kMagic);
+    }
+}
+
 }  // namespace int4mm
 
 #endif  // INT4MM_MMA_PTX_CUH_
