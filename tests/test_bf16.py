@@ -182,7 +182,7 @@ def test_bf16_prepared_grouped_offset_codes(G):
     """Grouped bf16 weights at decode row counts with x far from zero mean
     (standard normal + 4): the decode kernel's bf16 codes are
     1.0625 + (q - 8) / 128, the offset taken back out per fold with the sum
-    of x (test_matmul.py has the fp16 twin)."""
+    of x (test_matmul.py: the fp16 twin, test_matmul_prepared_offset_codes)."""
     K, N = 4096, 1040
     t, w, s, z, pw = prepared_bf16(K, N, G, seed=5)
     for M in (1, 5, 16):

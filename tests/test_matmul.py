@@ -294,14 +294,16 @@ def test_matmul_prepared_large_decode(K, N, G):
         assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, {K}x{N}, G={G}, M={M})"
 
 
-@pytest.mark.parametrize("G", [64, 128, 256, 1024])
-def test_matmul_prepared_grouped_offset_codes(G):
-    """Grouped prepared weights at decode row counts with x far from zero
-    mean (standard normal + 4).  The decode kernel multiplies grouped codes
-    as 1.125 + (q - 8) / 64 and takes the offset back out with the group's
-    sum of x, folding every 8 k16 steps or fewer (every chunk once a group is
-    longer than 128): a wrong offset or a missed fold shows as an error that
-    grows with that sum."""
+@pytest.mark.parametrize("G", [64, 128, 256, 1024, None], ids=lambda g: f"g{g or 'chan'}")
+def test_matmul_prepared_offset_codes(G):
+    """Prepared weights at decode row counts with x far from zero mean
+    (standard normal + 4).  The decode kernel multiplies grouped codes (and
+    per-channel ones in its 16-row ring kernels with chunks of 8 steps) as
+    1.125 + (q - 8) / 64 and takes the offset back out with the sum of x
+    every 8 k16 steps or fewer (grouped: in the fold, every chunk once a group
+    is longer than 128; per-channel: at the end of each chunk): a wrong
+    offset or a missed fold shows as an error that grows with that sum.  The
+    decode harness (`X_DC=8 harness check`) runs every config this way."""
     fw = framework("torch")
     K, N = 4096, 1040
     w = ref.random_weights(K, N, group_size=G, seed=G + 5)

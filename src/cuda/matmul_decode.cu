@@ -18,12 +18,14 @@
 // The per-group sum of x comes from one more mma per k16 step with an
 // all-ones A operand (its D holds the sum of x for every row of D), so the
 // zero-point term costs one mma per step, not one per weight block.
-// Grouped weights skip the subtraction below: their A operand is
+// Grouped weights (and per-channel ones in the 16-row ring kernels with
+// chunks of 8 steps) skip the subtraction below: their A operand is
 // 1.125 + (q - 8) / 64 (bf16: 1.0625 + (q - 8) / 128), one LOP3 per register
-// (dequant_offset), and the per-group fold takes the offset back out with
-// the same sum of x; each such sum runs 8 k16 steps or fewer (longer groups
-// are folded chunk by chunk), which keeps the results as close to the
-// float64 reference as the exact codes' (benchmarks/NOTES.md, v19).
+// (dequant_offset), and the per-group fold (per-channel: the end of each
+// chunk) takes the offset back out with the same sum of x; each such sum
+// runs 8 k16 steps or fewer (longer groups are folded chunk by chunk), which
+// keeps the results as close to the float64 reference as the exact codes'
+// (benchmarks/NOTES.md, v19).
 //
 // Dequantization of one word w (fp16): LOP3 (w & 0x000F000F) ^ 0x64086408 =
 // half2(1024 + q) for nibbles 0 and 4 (the XOR undoes the stored q ^ 8),
@@ -159,6 +161,12 @@ template <class T, int NB, int MT, int U, int DEPTH, bool GROUPED, bool ASYNC>
 __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     using ChunkT = Chunk<NB, MT, U, GROUPED, ASYNC>;
     constexpr bool XS = ASYNC && MT == 2;  // x (and per-channel scales) through shared memory
+    // Codes with an offset (dequant_offset): grouped weights, and per-channel
+    // weights in the 16-row shared-memory-ring kernels with chunks of 8 k16
+    // steps, which take the offset out of acc chunk by chunk (2.7-3.7% faster
+    // there; with chunks of 4 steps or through the register ring it cost as
+    // much as it saved: benchmarks/NOTES.md, v19).
+    constexpr bool OFFSET = GROUPED || (XS && U == 8);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wk = blockDim.x >> 5;
     const int g = lane >> 2, c = lane & 3;
     const int nb0 = blockIdx.x * NB;
@@ -325,6 +333,8 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     reset_sums();
     // Grouped weights fold each group into tot; per-channel ones once, at the end.
     float tot[GROUPED ? NB : 1][GROUPED ? MT : 1][4] = {};
+    // Per-channel offset codes: the sums of x of the chunks done (xs: the current chunk's).
+    float xs_tot[OFFSET && !GROUPED ? MT : 1][2] = {};
 
     auto fold = [&](const uint16_t (&sv)[NB][2], const uint16_t (&zv)[NB][2], float (&out)[NB][MT][4]) {
 #pragma unroll
@@ -332,8 +342,10 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             float s0 = bits_to_float<T>(sv[b][0]), s1 = bits_to_float<T>(sv[b][1]);
             float z0 = bits_to_float<T>(zv[b][0]), z1 = bits_to_float<T>(zv[b][1]);
             if constexpr (GROUPED) {  // acc holds offset codes: s (kDiv acc - kDivBase xs) + z xs
-                z0 = fmaf(-OffsetCodes<T>::kDivBase, s0, z0), s0 *= OffsetCodes<T>::kDiv;
-                z1 = fmaf(-OffsetCodes<T>::kDivBase, s1, z1), s1 *= OffsetCodes<T>::kDiv;
+                z0 = fmaf(-OffsetCodes<T>::kDivBase, s0, z0), z1 = fmaf(-OffsetCodes<T>::kDivBase, s1, z1);
+            }
+            if constexpr (OFFSET) {  // per-channel: the offset is out of acc already
+                s0 *= OffsetCodes<T>::kDiv, s1 *= OffsetCodes<T>::kDiv;
             }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
@@ -372,10 +384,27 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
                 uint32_t word;
                 if constexpr (ASYNC) word = ws[(u * NB + b) * 32];
                 else word = ch.w[u][b];
-                if constexpr (GROUPED) dequant_offset<T>(word, af);
+                if constexpr (OFFSET) dequant_offset<T>(word, af);
                 else dequant<T>(word, af);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[b][mt], af, xf[mt][0], xf[mt][1]);
+            }
+        }
+        if constexpr (OFFSET && !GROUPED) {
+            // This chunk's offset (kBase times its sums of x) out of acc now,
+            // so that no sum carries more than one chunk of it.
+            constexpr float kBase = OffsetCodes<T>::kBase;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                for (int b = 0; b < NB; ++b) {
+                    acc[b][mt][0] = fmaf(-kBase, xs[mt][0], acc[b][mt][0]);
+                    acc[b][mt][1] = fmaf(-kBase, xs[mt][1], acc[b][mt][1]);
+                    acc[b][mt][2] = fmaf(-kBase, xs[mt][0], acc[b][mt][2]);
+                    acc[b][mt][3] = fmaf(-kBase, xs[mt][1], acc[b][mt][3]);
+                }
+                xs_tot[mt][0] += xs[mt][0], xs_tot[mt][1] += xs[mt][1];
+                xs[mt][0] = xs[mt][1] = 0.0f;
             }
         }
         if constexpr (GROUPED) {
@@ -481,6 +510,10 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     }
     if constexpr (!GROUPED) {
         if (nchunks > 0) {
+            if constexpr (OFFSET) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs_tot[mt][0], xs[mt][1] = xs_tot[mt][1];
+            }
             float out[NB][MT][4] = {};
             fold(s_pc, z_pc, out);
 #pragma unroll

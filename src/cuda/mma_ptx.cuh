@@ -112,14 +112,15 @@ __device__ __forceinline__ void dequant(uint32_t w, uint32_t (&a)[4]) {
 //   sum (q - 8) x = kDiv * acc - kDiv * kBase * sum x,
 // with sum x from the all-ones mma.  The offset is small next to the codes
 // (1.125 vs 1/64 per unit of q - 8 in fp16), so the fp32 sums lose ~4-7 bits
-// to it; the decode kernel takes this form only where it folds its sums
-// into the total every 8 k16 steps or fewer (grouped weights:
-// benchmarks/NOTES.md, v19), which bounds the error.
+// to it; the decode kernel takes this form only where it takes the offset
+// back out every 8 k16 steps or fewer (benchmarks/NOTES.md, v19), which
+// bounds the error.
 template <class T>
 struct OffsetCodes {
     static constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
     static constexpr float kDiv = kBf16 ? 128.0f : 64.0f;          // 1 / weight of one unit of q
     static constexpr float kDivBase = kBf16 ? 136.0f : 72.0f;      // kDiv * kBase: 1.0625 * 128, 1.125 * 64
+    static constexpr float kBase = kDivBase / kDiv;                // 1.0625, 1.125 (exact)
 };
 template <class T>
 __device__ __forceinline__ void dequant_offset(uint32_t w, uint32_t (&a)[4]) {
