@@ -310,7 +310,7 @@ def test_matmul_prepared_offset_codes(G):
     W = ref.dequantize(w["qweight"], w["scales"], w["zeros"], None)
     p = int4mm.prepare(*device_weights(fw, w)[:3])
     for M in (1, 5, 16):
-        x = (np.random.default_rng(M + G).standard_normal((M, K)) + 4.0).astype(np.float16)
+        x = (np.random.default_rng(M + (G or K)).standard_normal((M, K)) + 4.0).astype(np.float16)
         out = fw.poisoned((M, N))
         assert int4mm.matmul(fw.to_device(x), p, out=out) is out
         y = fw.to_host(out)
