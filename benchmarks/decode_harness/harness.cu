@@ -14,6 +14,8 @@
 // INT4MM_PDL=0 launches without programmatic dependent launch (as the library
 // does then); PF=n prefetches n chunks per warp into L2 before a PDL launch
 // waits for the previous kernel (default: the ring's prologue).
+// X_DC=d centres x on d (uniform in [d - 1, d + 1); default 0): the sums of x
+// large next to the products, for the offset codes (benchmarks/NOTES.md, v19).
 // LDX_PAD=n sets the row stride of x to K + n (default 8; 0 = contiguous x; a
 // multiple of 8 for the mt = 2 ring kernels, which copy rows in 16-byte pieces).
 // COPIES, GAP_KB, LAUNCHES: weight copies rotated (default: > 300 MB), slack
