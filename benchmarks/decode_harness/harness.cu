@@ -116,7 +116,6 @@ static void setup(Case &cs, bool timing) {
     }
     size_t ldx = size_t(s.K) + g_pad;
     cs.hx.resize(size_t(s.M) * ldx);
-    // X_DC=d: x uniform in [d - 1, d + 1) (default 0): a large sum of x next to small products (v19's offset codes)
     const float dc = getenv("X_DC") ? float(atof(getenv("X_DC"))) : 0.0f;
     for (auto &v : cs.hx) { float f = frand() * 2.0f - 1.0f + dc; v = cs.bf16 ? f2b(f) : f2h(f); }
     size_t wbytes = wwords * 4;

@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             if constexpr (GROUPED) {  // acc holds offset codes: s (kDiv acc - kDivBase xs) + z xs
                 z0 = fmaf(-OffsetCodes<T>::kDivBase, s0, z0), z1 = fmaf(-OffsetCodes<T>::kDivBase, s1, z1);
             }
-            if constexpr (OFFSET) {  // per-channel: the offset is out of acc already
+            if constexpr (OFFSET) {  // acc counts q - 8 in units of 1 / kDiv (per-channel: offset out already)
                 s0 *= OffsetCodes<T>::kDiv, s1 *= OffsetCodes<T>::kDiv;
             }
 #pragma unroll
