@@ -1,8 +1,9 @@
 """Check (and refit) the shared-memory-ring decode defaults against harness sweeps.
 
 The sweeps are `harness shapes|m1|g1` output with STAGES including 2: one
-"K=.. N=.. M=.. G=.." line per case, then a "sweep(nb mt u wk ks st:us)" line
-listing every config's time as digits nb mt u wk ks st (nb may be two digits).
+"K=.. N=.. M=.. G=.." line per case, then a "sweep(...)" line listing every
+config's time as nb-mt u wk ks st (v20 on; before: the same digits without the
+dash, nb possibly two digits).
 
     python3 benchmarks/decode_harness/fit_ring_defaults.py SWEEP.txt [SWEEP.txt ...]
         prints, per case of 16 MiB and more, the model's pick (the scores of
@@ -12,7 +13,7 @@ listing every config's time as digits nb mt u wk ks st (nb may be two digits).
 Residency is modelled as the C++ code measures it (a grid that does not fit
 in one wave is skipped; at M = 9-16 x's rows take shared memory too), from
 the ring kernels' register counts (ptxas -v of src/cuda/matmul_decode.cu for
-sm_90a, fp16, at v17) and their shared memory (smem_bytes); the bandwidth is
+sm_90a, fp16, at v17; widths 5, 7, 10 and 14 at v20) and their shared memory (smem_bytes); the bandwidth is
 the H200's (4.81 TB/s, as the device reports it).
 pick() is the Python twin of ring_config: a change to one belongs in the other.
 """
@@ -40,6 +41,14 @@ REGISTERS = {
     (4, 2, 4, False): 110, (4, 2, 4, True): 146, (4, 2, 8, False): 130, (4, 2, 8, True): 167,
     (8, 2, 4, False): 156, (8, 2, 4, True): 210, (8, 2, 8, False): 166, (8, 2, 8, True): 235,
     (16, 2, 4, False): 255, (16, 2, 8, False): 255,
+    # v20 (cuobjdump --dump-resource-usage); 14 wide with mt = 1, u = 8 is not built (it spills)
+    (5, 1, 4, False): 110, (5, 1, 4, True): 128, (5, 1, 8, False): 160, (5, 1, 8, True): 164,
+    (7, 1, 4, False): 142, (7, 1, 4, True): 156, (7, 1, 8, False): 208, (7, 1, 8, True): 228,
+    (10, 1, 4, False): 186, (10, 1, 4, True): 202, (10, 1, 8, False): 246, (10, 1, 8, True): 248,
+    (14, 1, 4, False): 244, (14, 1, 4, True): 246,
+    (5, 2, 4, False): 128, (5, 2, 4, True): 175, (5, 2, 8, False): 165, (5, 2, 8, True): 215,
+    (7, 2, 4, False): 150, (7, 2, 4, True): 215, (7, 2, 8, False): 206, (7, 2, 8, True): 249,
+    (10, 2, 4, False): 190, (10, 2, 8, False): 250, (14, 2, 4, False): 255, (14, 2, 8, False): 254,
 }
 
 
@@ -81,9 +90,12 @@ def load(paths):
             if lib:  # the library's pick when the sweep ran
                 LIBRARY[key] = tuple(int(v) for v in lib.groups())
             times = cases.setdefault(key, {})
-            for cfg, us in re.findall(r" (\d+):([\d.]+)", lines[i + 1]):
+            for nb, cfg, us in re.findall(r" (\d+)-(\d{5}):([\d.]+)", lines[i + 1]):  # v20 on: nb-mt u wk ks st
+                rest = [int(c) for c in cfg]
+                times[(int(nb), rest[1], rest[2], rest[3], rest[4])] = float(us)  # (nb, u, wk, ks, st)
+            for cfg, us in re.findall(r" (\d+):([\d.]+)", lines[i + 1]):  # before: the digits run together
                 nb, rest = int(cfg[:-5]), [int(c) for c in cfg[-5:]]
-                times[(nb, rest[1], rest[2], rest[3], rest[4])] = float(us)  # (nb, u, wk, ks, st)
+                times[(nb, rest[1], rest[2], rest[3], rest[4])] = float(us)
     return cases
 
 
@@ -92,7 +104,7 @@ def pick(K, N, G, P, M=1):
     n16, ksteps, grouped = N // 16, K // 16, G != K
     target = tgt * BANDWIDTH / 4.9e12
     best = None
-    for nb, u, wk, ks in itertools.product((1, 2, 4, 8, 16), (4, 8), (8, 4, 2), (1, 2, 4)):
+    for nb, u, wk, ks in itertools.product((1, 2, 4, 5, 7, 8, 10, 14, 16), (4, 8), (8, 4, 2), (1, 2, 4)):
         if n16 % nb or (G // 16) % u:
             continue
         if M > 8 and (nb < 2 or (grouped and nb > 8)):  # mt = 2: the kernels that exist

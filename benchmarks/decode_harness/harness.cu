@@ -393,14 +393,15 @@ int main(int argc, char **argv) {
                                      {4096, 4096, 16, 128}, {1024, 2048, 32, 64}, {5120, 5120, 7, 128}, {8192, 1024, 40, 8192},
                                      {640, 272, 9, 64}, {192, 16, 5, 192},
                                      {1024, 2048, 1, 128}, {2048, 1024, 1, 256},  // M = 1 grouped: v18's fold
-                                     {4096, 1024, 5, 1024}};  // groups of 64 k16 steps, folded chunk by chunk (v19)
+                                     {4096, 1024, 5, 1024},  // groups of 64 k16 steps, folded chunk by chunk (v19)
+                                     {1024, 1120, 13, 128}, {2048, 2240, 16, 2048}};  // N / 16 = 70, 140: nb 5, 7, 10, 14 (v20)
         if (quick) shapes = {{1024, 1024, 3, 128}, {640, 272, 9, 64}, {4096, 4096, 1, 4096}};
         int fails = 0, n = 0; double worst = 0;
         double worst_by[2][2] = {{0, 0}, {0, 0}};  // [bf16][grouped]
         for (int bf = 0; bf < 2; ++bf)
             for (auto sh : shapes) {
                 Case cs; cs.sh = sh; cs.bf16 = bf; setup(cs, false);
-                for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) for (int stg : {0, 2, 5}) {
+                for (int nb : {1, 2, 4, 5, 7, 8, 10, 14, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) for (int stg : {0, 2, 5}) {
                     if (quick && (stg == 0 || wk == 3 || (nb != 1 && nb != 2 && nb != 16))) continue;  // nb 1, 2 and 16
                     if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
                     DecodeConfig cfg{nb, mt, u, wk, ks, stg};
@@ -489,17 +490,17 @@ int main(int argc, char **argv) {
                def.stages, tdef, bytes / tdef / 1e6);
         float best = 1e30; DecodeConfig bc{};
         std::string line;
-        for (int stg : stage_list) for (int nb : {1, 2, 4, 8, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
+        for (int stg : stage_list) for (int nb : {1, 2, 4, 5, 7, 8, 10, 14, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
             if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
             if (!getenv("ANY_MT") && mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;  // ANY_MT: every row tiling
             DecodeConfig cfg{nb, mt, u, wk, ks, stg};
             int per_sm = 0;
             if (stg > 0 && (blocks_per_sm(0, p0.dtype, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0)) continue;
             float t = time_cfg(cs, cfg);
-            char buf[64]; snprintf(buf, sizeof buf, " %d%d%d%d%d%d:%.1f", nb, mt, u, wk, ks, stg, t); line += buf;
+            char buf[64]; snprintf(buf, sizeof buf, " %d-%d%d%d%d%d:%.1f", nb, mt, u, wk, ks, stg, t); line += buf;
             if (t < best) { best = t; bc = cfg; }
         }
-        printf("   sweep(nb mt u wk ks st:us)%s\n   best nb%d mt%d u%d wk%d ks%d st%d %.2f us %.2f TB/s\n", line.c_str(), bc.nb, bc.mt, bc.u, bc.wk, bc.ks, bc.stages, best, bytes / best / 1e6);
+        printf("   sweep(nb-mt u wk ks st:us)%s\n   best nb%d mt%d u%d wk%d ks%d st%d %.2f us %.2f TB/s\n", line.c_str(), bc.nb, bc.mt, bc.u, bc.wk, bc.ks, bc.stages, best, bytes / best / 1e6);
         fflush(stdout);
         teardown(cs);
     }

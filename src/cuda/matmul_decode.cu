@@ -47,10 +47,12 @@
 //    chunks; grouped weights get their group's scales and zero_c in the same
 //    slot.  Registers freed this way allow 8 and 16 blocks per CTA (1-2 KB
 //    contiguous per warp per k16 step), which made it faster on large
-//    weights in v8 (benchmarks/NOTES.md); deeper rings were slower.  Since
-//    v16 (less bookkeeping per chunk) the register ring is ahead again for
-//    per-channel weights at M <= 8; grouped weights and M = 9-16 keep the
-//    shared-memory ring (the defaults: decode_default_config).
+//    weights in v8 (benchmarks/NOTES.md); deeper rings were slower; 5, 7, 10
+//    and 14 blocks (v20) fill one wave of 128 or 256 CTAs where N / 16 has a
+//    factor 5 or 7.  Since v16 (less bookkeeping per chunk) the register ring
+//    is ahead again for per-channel weights at M <= 8 (except 14-block rings
+//    at M <= 4, v20); grouped weights and M = 9-16 keep the shared-memory
+//    ring (the defaults: decode_default_config).
 //    With two groups of rows (M = 9-16) the chunk's rows of x go into the
 //    slot as well, as contiguous runs, and come back with ldmatrix: every
 //    CTA re-reads x, and the register ring's 4-byte loads of 16 rows at a
@@ -594,28 +596,43 @@ int g_decode_prefetch = -1;
 template <class T>
 using KernelFn = void (*)(DecodeArgs<T>);
 
-// Grouped kernels keep two accumulator sets (the group's and the total):
-// no grouped kernel with NB * MT > 16 (it would spill).
-template <class T, int NB, int MT, bool ASYNC>
-KernelFn<T> pick_u(int u, bool grouped) {
-    if constexpr (NB * MT > 16) {
-        if (grouped) return nullptr;
-        return u == 8 ? decode_kernel<T, NB, MT, 8, kDepth, false, ASYNC> : decode_kernel<T, NB, MT, 4, kDepth, false, ASYNC>;
-    } else {
-        if (u == 8) return grouped ? decode_kernel<T, NB, MT, 8, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 8, kDepth, false, ASYNC>;
-        return grouped ? decode_kernel<T, NB, MT, 4, kDepth, true, ASYNC> : decode_kernel<T, NB, MT, 4, kDepth, false, ASYNC>;
-    }
+// Kernels that are not built: grouped ones with NB * MT > 16 (they keep two
+// accumulator sets: the group's and the total; they would spill), and 14
+// blocks with one row group and chunks of 8 steps (ptxas spills 104-152
+// bytes there, sm_90a).
+template <int NB, int MT, int U, bool GROUPED>
+constexpr bool decode_kernel_built() {
+    return !(GROUPED && NB * MT > 16) && !(NB == 14 && MT == 1 && U == 8);
 }
 
-// The kernel of a (validated) config.  Register ring: nb * mt <= 8, and 4
-// with mt = 4 (larger tiles spill).  Shared-memory ring: mt = 1 with nb
-// 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8 (grouped).
+template <class T, int NB, int MT, int U, bool GROUPED, bool ASYNC>
+KernelFn<T> kernel_or_null() {
+    if constexpr (decode_kernel_built<NB, MT, U, GROUPED>()) return decode_kernel<T, NB, MT, U, kDepth, GROUPED, ASYNC>;
+    else return nullptr;
+}
+
+template <class T, int NB, int MT, bool ASYNC>
+KernelFn<T> pick_u(int u, bool grouped) {
+    if (u == 8) return grouped ? kernel_or_null<T, NB, MT, 8, true, ASYNC>() : kernel_or_null<T, NB, MT, 8, false, ASYNC>();
+    return grouped ? kernel_or_null<T, NB, MT, 4, true, ASYNC>() : kernel_or_null<T, NB, MT, 4, false, ASYNC>();
+}
+
+// The kernel of a (validated) config; nullptr where none is built.  Register
+// ring: nb 1, 2, 4 with nb * mt <= 8, and 4 with mt = 4 (larger tiles spill).
+// Shared-memory ring: nb 1, 2, 4, 8, 16 and 5, 7, 10, 14 (N / 16 with a
+// factor 5 or 7 in one wave of 128 or 256 CTAs: benchmarks/NOTES.md, v20),
+// mt = 1 with nb 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8
+// (grouped).
 template <class T>
 KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
     if (c.stages > 0 && c.mt == 2) {
         switch (c.nb) {
             case 16: return pick_u<T, 16, 2, true>(c.u, grouped);
+            case 14: return pick_u<T, 14, 2, true>(c.u, grouped);
+            case 10: return pick_u<T, 10, 2, true>(c.u, grouped);
             case 8: return pick_u<T, 8, 2, true>(c.u, grouped);
+            case 7: return pick_u<T, 7, 2, true>(c.u, grouped);
+            case 5: return pick_u<T, 5, 2, true>(c.u, grouped);
             case 4: return pick_u<T, 4, 2, true>(c.u, grouped);
             default: return pick_u<T, 2, 2, true>(c.u, grouped);
         }
@@ -623,7 +640,11 @@ KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
     if (c.stages > 0) {
         switch (c.nb) {
             case 16: return pick_u<T, 16, 1, true>(c.u, grouped);
+            case 14: return pick_u<T, 14, 1, true>(c.u, grouped);
+            case 10: return pick_u<T, 10, 1, true>(c.u, grouped);
             case 8: return pick_u<T, 8, 1, true>(c.u, grouped);
+            case 7: return pick_u<T, 7, 1, true>(c.u, grouped);
+            case 5: return pick_u<T, 5, 1, true>(c.u, grouped);
             case 4: return pick_u<T, 4, 1, true>(c.u, grouped);
             case 2: return pick_u<T, 2, 1, true>(c.u, grouped);
             default: return pick_u<T, 1, 1, true>(c.u, grouped);
@@ -748,17 +769,19 @@ int4mm_status resident_ctas(int device, F kernel, int threads, size_t smem, int 
 constexpr int kMaxDevices = 64;
 struct Occupancy {
     // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1][max(stages - 1, 0)]; 0 unknown
-    std::atomic<int8_t> slot[2][5][3][2][2][8][8];
+    std::atomic<int8_t> slot[2][9][3][2][2][8][8];
 };
 Occupancy g_occupancy[kMaxDevices];
 
 int log2_small(int v) { return v >= 16 ? 4 : v >= 8 ? 3 : v >= 4 ? 2 : v >= 2 ? 1 : 0; }
+// Index of a ring width nb (1, 2, 4, 5, 7, 8, 10, 14, 16) in the occupancy table.
+int nb_index(int nb) { return nb == 5 ? 5 : nb == 7 ? 6 : nb == 10 ? 7 : nb == 14 ? 8 : log2_small(nb); }
 
 // Resident CTAs per SM of config c (0 if it cannot run).
 int4mm_status blocks_per_sm(int device, int dtype, bool grouped, const DecodeConfig &c, int *out) {
     std::atomic<int8_t> *slot = nullptr;
     if (device >= 0 && device < kMaxDevices) {
-        slot = &g_occupancy[device].slot[dtype == INT4MM_DTYPE_BF16][log2_small(c.nb)][log2_small(c.mt)][c.u == 8]
+        slot = &g_occupancy[device].slot[dtype == INT4MM_DTYPE_BF16][nb_index(c.nb)][log2_small(c.mt)][c.u == 8]
                                         [grouped][c.wk - 1][std::max(c.stages - 1, 0)];
         const int8_t v = slot->load(std::memory_order_relaxed);
         if (v != 0) {
@@ -794,7 +817,9 @@ namespace {
 // Shared-memory-ring defaults for M <= 16 on weights of 16 MiB and more
 // where channel_register_config does not apply (grouped weights, M = 9-16)
 // (measured on H200, benchmarks/NOTES.md, v8; mt = 2 for M = 9-16: v9, the
-// same scores, nb >= 2, grouped nb <= 8).  Every (nb, u, wk, ks) with
+// same scores, nb >= 2, grouped nb <= 8; v20: the same scores over the
+// widths 5, 7, 10 and 14 too, which the balance term takes where N / 16 has
+// a factor 5 or 7: 2-17% faster there).  Every (nb, u, wk, ks) with
 // stages = 2 whose grid is resident in one wave, with at most 16 warps per
 // SM and at least one chunk per warp, is scored and the lowest
 // score wins (ties: more warps per CTA, then fewer CTAs per cluster):
@@ -827,7 +852,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
     const double target = 7e6 * bw / 4.9e12, chunk_target = grouped ? 8192.0 : 4096.0;
     DecodeConfig best;
     double best_score = 0.0;
-    for (int nb : {1, 2, 4, 8, 16}) {
+    for (int nb : {1, 2, 4, 5, 7, 8, 10, 14, 16}) {
         if (n16 % nb != 0 || (mt == 2 && (nb < 2 || (grouped && nb > 8)))) continue;
         for (int u : {4, 8}) {
             if (gsteps % u != 0) continue;
@@ -1032,9 +1057,9 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     const int rows = p.M <= 8 ? 1 : p.M <= 16 ? 2 : 4;
     const bool aligned = x_rows_aligned(p);
     const uint64_t shape = (uint64_t(p.K) << 32) | uint64_t(p.N);
-    // The defaults depend on M through the row groups (and M == 1 or not;
-    // register_ring_config tiles 17-32 rows in 16s, more in 32s).
-    const int row_class = p.M == 1 ? 0 : p.M > 16 && p.M <= 32 ? 3 : rows;
+    // The defaults depend on M through the row groups (and M == 1 or not,
+    // M <= 4 or not; register_ring_config tiles 17-32 rows in 16s, more in 32s).
+    const int row_class = p.M == 1 ? 0 : p.M <= 4 ? 5 : p.M > 16 && p.M <= 32 ? 3 : rows;
     const uint64_t rest = (uint64_t(p.group_size) << 24) | (uint64_t(p.dtype & 0xFF) << 16) | (uint64_t(row_class) << 8) |
                           (uint64_t(aligned) << 7) | uint64_t(device & 0x7F);
     for (const ConfigCacheEntry &e : t_config_cache) {
@@ -1049,7 +1074,18 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     DecodeConfig cfg;
     const int64_t bytes = int64_t(p.K) * p.N / 2;
     const bool grouped = p.group_size != p.K;
-    if (rows == 1 && !grouped && attrs.major >= 8 && bytes >= (int64_t(12) << 20) &&
+    // Per-channel weights at M <= 4 whose ring default is 14 blocks wide with
+    // 64 or more k16 steps per warp (N / 16 a multiple of 7 filling one wave):
+    // the shared-memory ring beat the register ring there (H200, v20: 8192 x
+    // 57344 M = 1 58.9 -> 54.3 us, 8192 x 28672 M = 1 / 2 / 4 by 5.5 / 2.4 /
+    // 1.9%; at M = 8 they tied, and with other widths the register ring stayed
+    // ahead or even).
+    if (rows == 1 && p.M <= 4 && !grouped && attrs.major >= 8 && bytes >= (int64_t(16) << 20)) {
+        DecodeConfig ring;
+        if ((st = ring_config(p, attrs, device, 1, &ring)) != INT4MM_OK) return st;
+        if (ring.nb == 14 && p.K / 16 >= 64 * ring.wk * ring.ks) cfg = ring;
+    }
+    if (cfg.nb == 0 && rows == 1 && !grouped && attrs.major >= 8 && bytes >= (int64_t(12) << 20) &&
         (st = channel_register_config(p, attrs, device, &cfg)) != INT4MM_OK)
         return st;
     if (cfg.nb == 0 && (rows == 1 || (rows == 2 && aligned)) && attrs.major >= 8 && bytes >= (int64_t(16) << 20) &&
@@ -1102,9 +1138,10 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4);
-    // shared-memory ring nb 1, 2, 4, 8, 16 with one row group.
+    // shared-memory ring nb 1, 2, 4, 5, 7, 8, 10, 14, 16 (pick_kernel).
     const bool grouped = p.group_size != p.K;
-    const bool ring_nb = cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4 || cfg.nb == 8 || cfg.nb == 16;
+    const bool ring_nb = cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4 || cfg.nb == 5 || cfg.nb == 7 || cfg.nb == 8 ||
+                         cfg.nb == 10 || cfg.nb == 14 || cfg.nb == 16;
     const bool tile_ok = cfg.stages > 0 ? ring_nb && (cfg.mt == 1 || (cfg.mt == 2 && cfg.nb >= 2 && (!grouped || cfg.nb <= 8)))
                                         : (cfg.mt == 1 || cfg.mt == 2 || cfg.mt == 4) && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4) &&
                                               cfg.nb * cfg.mt <= (cfg.mt == 4 ? 4 : 8);
@@ -1119,8 +1156,9 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
         int per_sm = 0;
         if ((st = blocks_per_sm(p.device, p.dtype, grouped, cfg, &per_sm)) != INT4MM_OK) return st;
         if (per_sm == 0)
-            return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): config nb=%d u=%d wk=%d stages=%d needs more shared "
-                        "memory than the device has", cfg.nb, cfg.u, cfg.wk, cfg.stages);
+            return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): config nb=%d mt=%d u=%d wk=%d stages=%d has no "
+                        "kernel or needs more shared memory than the device has", cfg.nb, cfg.mt, cfg.u, cfg.wk,
+                        cfg.stages);
     }
     if ((p.M + 8 * cfg.mt - 1) / (8 * cfg.mt) > 65535)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): M = %d is too large for this kernel", p.M);

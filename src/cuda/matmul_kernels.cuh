@@ -166,7 +166,8 @@ int4mm_status launch_matmul_tc(const MatmulProblem &p, cudaStream_t stream);
 // Decode / small-M kernel on the fragment-ordered weights (matmul_decode.cu).
 // A config field <= 0 (all of them: the default) picks measured defaults.
 struct DecodeConfig {
-    int nb = 0;     // 16-column weight blocks per CTA: 1, 2, 4 (divides N / 16)
+    int nb = 0;     // 16-column weight blocks per CTA (divides N / 16): 1, 2, 4; shared-memory
+                    // ring also 5, 7, 8, 10, 14, 16
     int mt = 0;     // groups of 8 rows of x per CTA: 1, 2, 4 (more rows: grid.y)
     int u = 0;      // k16 steps per chunk: 4 or 8 (divides group_size / 16)
     int wk = 0;     // warps per CTA, each streaming its own run of K: 1 .. 8
