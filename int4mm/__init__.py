@@ -11,6 +11,7 @@ from . import reference
 from ._api import (
     LAYOUT,
     PreparedWeight,
+    chosen_config,
     chosen_path,
     matmul,
     pack_dense,
@@ -46,6 +47,7 @@ __all__ = [
     "PreparedWeight",
     "UnsupportedDeviceError",
     "__version__",
+    "chosen_config",
     "chosen_path",
     "info",
     "is_available",

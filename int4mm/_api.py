@@ -488,6 +488,31 @@ def chosen_path(M: int, weight: PreparedWeight) -> str:
                                                   weight._layout_id)]
 
 
+_DECODE_FIELDS = ("nb", "mt", "u", "wk", "ks", "stages")
+
+
+def chosen_config(M: int, weight: PreparedWeight) -> dict | None:
+    """The decode kernel's configuration that ``matmul(path="auto")`` launches
+    for ``M`` rows of contiguous ``x`` and this prepared weight, or None when
+    another kernel runs (``M`` = 0, large M, no Hopper-prepared codes).
+
+    Keys: ``nb`` (16-column weight blocks per CTA), ``mt`` (groups of 8 rows
+    of x per CTA), ``u`` (k16 steps per chunk), ``wk`` (warps per CTA, each
+    streaming its own run of K), ``ks`` (CTAs of a cluster splitting K) and
+    ``stages`` (0: weights stream through registers; else the slots of a
+    shared-memory ring).  For reports and tests; the choice is measured
+    (``benchmarks/NOTES.md``) and may change between releases.
+    """
+    if not isinstance(M, int) or isinstance(M, bool) or M < 0:
+        raise Int4mmValueError(f"M must be a non-negative int, got {M!r}")
+    if not isinstance(weight, PreparedWeight):
+        raise Int4mmTypeError(f"weight must be a PreparedWeight (from int4mm.prepare), got {type(weight).__name__}")
+    cfg = A.native().decode_config_for(M, weight.N, weight.K, weight.group_size, weight.sparse,
+                                       weight.dtype == "bfloat16", weight.device or 0,
+                                       weight._layout_id)
+    return None if cfg is None else dict(zip(_DECODE_FIELDS, cfg))
+
+
 # --------------------------------------------------------------------------- packing
 
 

@@ -674,6 +674,8 @@ def _bench_config(be, stream, args, config: Config | None, rot: Rotation, x, out
                 base = fp16_us.get(M)
                 rec["speedup"] = None if base is None else base / t.us
                 rec["path"] = _chosen_path(M, weights[0]) if args.path == "auto" else args.path
+                if args.path == "auto":
+                    rec["decode_config"] = _chosen_config(M, weights[0])
                 rec["layout"] = weights[0].layout
                 rec.update(_check(be, om, M, checks.get(M), W_ref, checks["cols"],
                                   _tolerance(args)))
@@ -701,6 +703,16 @@ def _chosen_path(M: int, weight) -> str | None:
 
     try:
         return int4mm.chosen_path(M, weight)
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
+def _chosen_config(M: int, weight) -> dict | None:
+    """The decode kernel's configuration for the record (None: another kernel)."""
+    import int4mm
+
+    try:
+        return int4mm.chosen_config(M, weight)
     except Exception:  # noqa: BLE001 - informational only
         return None
 

@@ -54,6 +54,7 @@ from int4mm_c cimport (
     int4mm_matmul,
     int4mm_matmul_args,
     int4mm_matmul_chosen_path,
+    int4mm_matmul_decode_config,
     int4mm_memcpy_d2h,
     int4mm_memcpy_h2d,
     int4mm_pack_dense,
@@ -567,9 +568,9 @@ def matmul(ArrayView x not None, ArrayView qweight not None, ArrayView mask,
         _raise_status(status)
 
 
-# Stands in for the mask (and prepared) pointer when chosen_path_for asks
-# about a sparse (or prepared) weight: chosen_path only tests them against
-# NULL and never reads them.
+# Stands in for the mask (and prepared) pointer when chosen_path_for or
+# decode_config_for asks about a sparse (or prepared) weight: both only test
+# them against NULL and never read them.
 cdef int32_t _PLACEHOLDER[8]
 
 
@@ -577,7 +578,33 @@ def chosen_path_for(int64_t M, int64_t N, int64_t K, int64_t group_size, bint sp
                     int path=INT4MM_PATH_AUTO, int device=0, int layout=INT4MM_LAYOUT_NONE):
     """The PATH_* that matmul would take for a weight of this shape (no arrays needed)."""
     cdef int4mm_matmul_args a
-    memset(&a, 0, sizeof(a))
+    _shape_args(&a, M, N, K, group_size, sparse, path, device, layout, INT4MM_DTYPE_FP16)
+    return int4mm_matmul_chosen_path(&a)
+
+
+def decode_config_for(int64_t M, int64_t N, int64_t K, int64_t group_size, bint sparse, bint bf16,
+                      int device, int layout):
+    """(nb, mt, u, wk, ks, stages) of the decode kernel that matmul (path AUTO)
+    would launch for a prepared weight of this shape and contiguous x, or None
+    when another kernel would run."""
+    cdef int4mm_matmul_args a
+    cdef int config[6]
+    cdef int4mm_status status
+    _shape_args(&a, M, N, K, group_size, sparse, INT4MM_PATH_AUTO, device, layout,
+                INT4MM_DTYPE_BF16 if bf16 else INT4MM_DTYPE_FP16)
+    with nogil:
+        status = int4mm_matmul_decode_config(&a, config)
+    _check(status)
+    if config[0] == 0:
+        return None
+    return tuple(config[i] for i in range(6))
+
+
+cdef void _shape_args(int4mm_matmul_args *a, int64_t M, int64_t N, int64_t K, int64_t group_size,
+                      bint sparse, int path, int device, int layout, int dtype) noexcept:
+    """Arguments that describe a weight of this shape and no arrays (placeholders
+    for the mask and prepared pointers, which are only tested against NULL)."""
+    memset(a, 0, sizeof(int4mm_matmul_args))
     if sparse:
         a.mask = <const int32_t *>_PLACEHOLDER
     if layout != INT4MM_LAYOUT_NONE:
@@ -589,10 +616,9 @@ def chosen_path_for(int64_t M, int64_t N, int64_t K, int64_t group_size, bint sp
     a.N = N
     a.K = K
     a.group_size = group_size
-    a.dtype = INT4MM_DTYPE_FP16
+    a.dtype = dtype
     a.path = path
     a.device = device
-    return int4mm_matmul_chosen_path(&a)
 
 
 def prepared_layout(int device, int64_t K, int64_t N, int64_t group_size, bint sparse):

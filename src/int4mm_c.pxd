@@ -87,6 +87,7 @@ cdef extern from "int4mm.h" nogil:
 
     int4mm_status int4mm_matmul(const int4mm_matmul_args *args)
     int int4mm_matmul_chosen_path(const int4mm_matmul_args *args)
+    int4mm_status int4mm_matmul_decode_config(const int4mm_matmul_args *args, int *config) nogil
 
     enum:
         INT4MM_LAYOUT_NONE

@@ -319,6 +319,73 @@ def test_matmul_prepared_offset_codes(G):
         assert err <= TOL, f"relative error {err:.2e} (prepared {p.layout}, G={G}, M={M})"
 
 
+def _sampled_columns(N, width):
+    """Columns to check against float64 on large weights: one per 16-column
+    block (its position within the block rotating), and every column of the
+    first and last `width` (the first and last CTA's blocks)."""
+    blocks = np.arange(N // 16)
+    cols = set((16 * blocks + (5 * blocks) % 16).tolist())
+    cols.update(range(width))
+    cols.update(range(N - width, N))
+    cols = sorted(cols)
+    return np.array(cols[: len(cols) - len(cols) % 8])
+
+
+# (K, N, G, rows): on a 132-SM Hopper GPU the decode defaults take ring widths
+# 5, 7, 10 or 14 at these row counts (H200: 8960 -> 5, 14336 -> 7, 20480 -> 10
+# and 5, 28672 -> 14 and 7; 8192 x 28672 per-channel at M <= 4: the ring, 14).
+RING_WIDTH_CASES = [
+    (4096, 8960, 128, (1, 3, 12, 16)),
+    (4096, 8960, None, (12, 16)),
+    (4096, 14336, 128, (1, 16)),
+    (4096, 14336, None, (9, 16)),
+    (4096, 20480, 128, (1, 8, 16)),
+    (4096, 20480, None, (16,)),
+    (4096, 28672, 128, (1, 13, 16)),
+    (8192, 28672, None, (1, 2, 4, 16)),
+]
+
+
+@pytest.mark.parametrize("K,N,G,ms", RING_WIDTH_CASES,
+                         ids=[f"{k}x{n}-g{g or 'chan'}" for k, n, g, _ in RING_WIDTH_CASES])
+def test_matmul_prepared_ring_widths(K, N, G, ms):
+    """Weights whose N / 16 has a factor 5 or 7: the decode kernel's
+    shared-memory ring takes 5, 7, 10 or 14 column blocks per CTA there (one
+    wave of 128 or 256 CTAs; benchmarks/NOTES.md v20), and per-channel weights
+    at M <= 4 take the ring instead of the register ring when it is 14 blocks
+    wide with 64 or more k16 steps per warp.  Each row count's configuration
+    comes from chosen_config; the outputs are checked against float64 on
+    sampled columns (every block, and all of the first and last CTA's), every
+    cell against the NaN poison.  On a 132-SM Hopper GPU every ring
+    configuration here must use one of the new widths (which ones depends on
+    the DRAM bandwidth the device reports: the H200's are in the table)."""
+    fw = framework("torch")
+    w = ref.random_weights(K, N, group_size=G, seed=K + N + (G or 0))
+    p = int4mm.prepare(*device_weights(fw, w)[:3])
+    configs = {M: int4mm.chosen_config(M, p) for M in ms}
+    cols = _sampled_columns(N, 16 * 16)
+    W = ref.dequantize(w["qweight"][:, cols], w["scales"][:, cols], w["zeros"][:, cols], None)
+    for M in ms:
+        x = np.random.default_rng(M + N).standard_normal((M, K)).astype(np.float16)
+        out = fw.poisoned((M, N))
+        assert int4mm.matmul(fw.to_device(x), p, out=out) is out
+        y = fw.to_host(out)
+        assert not np.isnan(y).any(), f"kernel left output cells unwritten (M={M}, {configs[M]})"
+        err = rel_err(y[:, cols], reference_product(x, W))
+        assert err <= TOL, f"relative error {err:.2e} ({K}x{N}, G={G}, M={M}, {configs[M]})"
+    if not (_is_hopper() and "sm_90a" in int4mm.info()["compiled_targets"]):
+        pytest.skip("outputs checked; the ring widths are measured for sm_90 GPUs with an sm_90a build")
+    import torch
+
+    if torch.cuda.get_device_properties(0).multi_processor_count != 132:
+        pytest.skip("outputs checked; the widths asserted here are for 132-SM Hopper GPUs")
+    ring = {M: c for M, c in configs.items() if c is not None and c["stages"] > 0}
+    assert ring, configs
+    assert all(c["nb"] in (5, 7, 10, 14) for c in ring.values()), configs
+    # Per-channel rows <= 4 go to the ring only with 14 blocks per CTA.
+    assert all(c["nb"] == 14 for M, c in ring.items() if G is None and M <= 4), configs
+
+
 @pytest.mark.parametrize("M", [1, 12])
 @pytest.mark.parametrize("K,N", [(2048, 2048), (4096, 8192)], ids=lambda v: str(v))
 def test_matmul_decode_back_to_back(K, N, M):

@@ -161,3 +161,14 @@ def test_gpu_call_without_gpu_is_clear():
         pytest.skip("a GPU is present; this test is for GPU-less machines")
     with pytest.raises(int4mm.Int4mmError):
         int4mm._arrays.native().DeviceArray((4,), "<f2", 0, 0)
+
+
+def test_chosen_config_arguments_checked():
+    """chosen_config names a bad row count or a weight that is not prepared
+    (no GPU needed: both are refused before anything runs)."""
+    with pytest.raises(Int4mmValueError, match="M must be a non-negative int"):
+        int4mm.chosen_config(-1, None)
+    with pytest.raises(Int4mmValueError, match="M must be a non-negative int"):
+        int4mm.chosen_config(True, None)
+    with pytest.raises(Int4mmTypeError, match="PreparedWeight"):
+        int4mm.chosen_config(4, np.zeros((8, 8), np.int32))

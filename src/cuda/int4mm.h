@@ -141,6 +141,14 @@ typedef struct int4mm_matmul_args {
 int4mm_status int4mm_matmul(const int4mm_matmul_args *args);
 /* Which path int4mm_matmul would take for these arguments (no launch). */
 int int4mm_matmul_chosen_path(const int4mm_matmul_args *args);
+/* The decode kernel's configuration int4mm_matmul would launch for these
+ * arguments (no launch; pointers are only tested against NULL, x taken as
+ * 16-byte aligned when args->x is NULL): config[0..5] = nb (16-column weight
+ * blocks per CTA), mt (groups of 8 rows of x per CTA), u (k16 steps per
+ * chunk), wk (warps per CTA), ks (CTAs of a cluster splitting K), stages (0:
+ * register ring, else shared-memory ring slots).  All zero when another
+ * kernel would run.  May query the device (occupancy, once per config). */
+int4mm_status int4mm_matmul_decode_config(const int4mm_matmul_args *args, int *config);
 
 /* ---- prepared layouts ---------------------------------------------------- */
 

@@ -206,3 +206,28 @@ extern "C" int int4mm_matmul_chosen_path(const int4mm_matmul_args *args) {
     if (path != INT4MM_PATH_AUTO && path != INT4MM_PATH_SMALL_M && path != INT4MM_PATH_LARGE_M) return -1;
     return int4mm::resolve_path(*args);
 }
+
+extern "C" int4mm_status int4mm_matmul_decode_config(const int4mm_matmul_args *args, int *config) {
+    using namespace int4mm;
+    clear_error();
+    if (args == nullptr || config == nullptr)
+        return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul_decode_config: args and config must not be NULL");
+    for (int i = 0; i < 6; ++i) config[i] = 0;
+    const int4mm_matmul_args &a = *args;
+    int4mm_status st = check_shapes(a);
+    if (st != INT4MM_OK) return st;
+    // The decode kernel runs on the wgmma section's codes (the dense weight or
+    // its dense equivalent) on the SMALL_M path: int4mm_matmul above.
+    if (a.M == 0 || !has_wgmma_layout(a) || resolve_path(a) != INT4MM_PATH_SMALL_M) return INT4MM_OK;
+    MatmulProblem p = make_problem(a);
+    p.mask = nullptr;
+    p.frag.codes = static_cast<const uint32_t *>(a.prepared);  // tested against NULL only, never read
+    if (!decode_supported(p)) return INT4MM_OK;
+    DeviceGuard guard;
+    if ((st = guard.enter(a.device)) != INT4MM_OK) return st;
+    DecodeConfig c;
+    if ((st = decode_default_config(p, a.device, &c)) != INT4MM_OK) return st;
+    const int v[6] = {c.nb, c.mt, c.u, c.wk, c.ks, c.stages};
+    for (int i = 0; i < 6; ++i) config[i] = v[i];
+    return INT4MM_OK;
+}
