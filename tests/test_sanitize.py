@@ -34,7 +34,8 @@ def test_sanitize_matmul(path, sparse, G, M):
                                      (4096, 8192, None, 12), (8192, 4096, 128, 16), (1024, 256, None, 100),
                                      (1024, 256, 128, 300), (16384, 4112, None, 40), (1024, 26640, 128, 40),
                                      (1024, 26640, None, 100), (1024, 256, None, 24), (2048, 256, 512, 3),
-                                     (4096, 8960, 128, 3), (4096, 20480, None, 16), (8192, 28672, None, 2)])
+                                     (4096, 8960, 128, 3), (4096, 20480, None, 16), (8192, 28672, None, 2),
+                                     (4096, 8192, 128, 12)])
 def test_sanitize_prepared(K, N, G, M, path):
     """Prepared weights: the decode kernel (1, 2 and 4 groups of 8 rows;
     per-channel weights at M <= 8 through the register ring, on Hopper
@@ -47,7 +48,9 @@ def test_sanitize_prepared(K, N, G, M, path):
     the decode kernel's two tiles of 16 rows; 2048 x 256 with G = 512 at
     M = 3: grouped codes with an offset, folded chunk by chunk; N = 8960,
     20480 and 28672: ring widths 5, 10 and 14 on a 132-SM Hopper GPU, the
-    last per-channel at M = 2 on the ring instead of the register ring)."""
+    last per-channel at M = 2 on the ring instead of the register ring;
+    4096 x 8192 with G = 128 at M = 12: grouped weights through the register
+    ring with two row groups)."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=M)
     p = int4mm.prepare(fw.to_device(w["qweight"]), fw.to_device(w["scales"]), fw.to_device(w["zeros"]))

@@ -52,7 +52,8 @@
 //    factor 5 or 7.  Since v16 (less bookkeeping per chunk) the register ring
 //    is ahead again for per-channel weights at M <= 8 (except 14-block rings
 //    at M <= 4, v20); grouped weights and M = 9-16 keep the shared-memory
-//    ring (the defaults: decode_default_config).
+//    ring (except grouped M = 9-16 where the register ring's grid is one
+//    full wave, v20; the defaults: decode_default_config).
 //    With two groups of rows (M = 9-16) the chunk's rows of x go into the
 //    slot as well, as contiguous runs, and come back with ldmatrix: every
 //    CTA re-reads x, and the register ring's 4-byte loads of 16 rows at a
@@ -1084,6 +1085,23 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
         DecodeConfig ring;
         if ((st = ring_config(p, attrs, device, 1, &ring)) != INT4MM_OK) return st;
         if (ring.nb == 14 && p.K / 16 >= 64 * ring.wk * ring.ks) cfg = ring;
+    }
+    // Grouped weights at M = 9-16 whose register-ring grid (register_ring_config:
+    // four blocks per CTA) is one wave over 90% of the SMs or more, with 64 k16
+    // steps per warp or fewer: the register ring (H200, v20: 8192^2 G = 128 at
+    // M = 9 / 12 / 16 17.4 -> 15.2 / 17.1 -> 15.3 / 17.4 -> 15.5 us, G = 64 -5%,
+    // 4096 x 8192 -3%; with half the SMs (N = 4096), more than one wave
+    // (N >= 8960) or longer runs the shared-memory ring stayed ahead, by up to
+    // 45%).
+    if (rows == 2 && grouped && attrs.major >= 8 && bytes >= (int64_t(16) << 20)) {
+        DecodeConfig reg;
+        int per_sm = 0;
+        if ((st = register_ring_config(p, device, &reg)) != INT4MM_OK) return st;
+        if ((st = blocks_per_sm(device, p.dtype, grouped, reg, &per_sm)) != INT4MM_OK) return st;
+        const int64_t ctas = int64_t(p.N / 16 / reg.nb) * reg.ks;
+        if (10 * ctas >= 9 * int64_t(attrs.sms) && ctas <= int64_t(per_sm) * attrs.sms &&
+            p.K / 16 <= 64 * reg.wk * reg.ks)
+            cfg = reg;
     }
     if (cfg.nb == 0 && rows == 1 && !grouped && attrs.major >= 8 && bytes >= (int64_t(12) << 20) &&
         (st = channel_register_config(p, attrs, device, &cfg)) != INT4MM_OK)
