@@ -1089,7 +1089,7 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     // Grouped weights at M = 9-16 whose register-ring grid (register_ring_config:
     // four blocks per CTA) is one wave over 90% of the SMs or more, with 64 k16
     // steps per warp or fewer: the register ring (H200, v20: 8192^2 G = 128 at
-    // M = 9 / 12 / 16 17.4 -> 15.2 / 17.1 -> 15.3 / 17.4 -> 15.5 us, G = 64 -5%,
+    // M = 9 / 12 / 16 17.4 -> 15.2 / 17.1 -> 15.3 / 17.4 -> 15.5 us, G = 64 -6%,
     // 4096 x 8192 -3%; with half the SMs (N = 4096), more than one wave
     // (N >= 8960) or longer runs the shared-memory ring stayed ahead, by up to
     // 62%: 14336 x 4096, 16384 x 4096).
