@@ -268,8 +268,8 @@ def test_matmul_prepared_large_decode(K, N, G):
     through a shared-memory ring (cp.async), with up to 16 column blocks per
     CTA and, on sm_90, K split over a cluster; at M = 9-16 the rows of x
     travel through the ring too (ldmatrix), rows past M as zeros; grouped
-    4096 x 8192 at M = 9-16 takes the register ring instead (on a GPU with
-    119-128 SMs and more its grid of 128 CTAs is one wave).  Per-channel
+    4096 x 8192 at M = 9-16 takes the register ring instead where its grid
+    of 128 CTAs is one wave over 90% of the SMs or more (H100, H200).  Per-channel
     weights at M <= 8 take the register ring with its fitted defaults (rows
     of x past M read row 0 of the tile, their columns never stored).  The
     weight is made here, not through problem()'s cache: its float64

@@ -47,8 +47,8 @@ def test_sanitize_prepared(K, N, G, M, path):
     M = 40 and 100: 256-column weight tiles; 1024 x 256 per-channel at M = 24:
     the decode kernel's two tiles of 16 rows; 2048 x 256 with G = 512 at
     M = 3: grouped codes with an offset, folded chunk by chunk; N = 8960,
-    20480 and 28672: ring widths 5, 10 and 14 on a 132-SM Hopper GPU, the
-    last per-channel at M = 2 on the ring instead of the register ring;
+    20480 and 28672: ring widths 5, 10 and 14 on the H200, the last
+    per-channel at M = 2 on the ring instead of the register ring;
     4096 x 8192 with G = 128 at M = 12: grouped weights through the register
     ring with two row groups)."""
     fw = framework("torch")

@@ -769,7 +769,7 @@ int4mm_status resident_ctas(int device, F kernel, int threads, size_t smem, int 
 // lock-free on every call; a slot is written at most once per value.
 constexpr int kMaxDevices = 64;
 struct Occupancy {
-    // [bf16][log2 nb][log2 mt][u == 8][grouped][wk - 1][max(stages - 1, 0)]; 0 unknown
+    // [bf16][nb_index(nb)][log2 mt][u == 8][grouped][wk - 1][max(stages - 1, 0)]; 0 unknown
     std::atomic<int8_t> slot[2][9][3][2][2][8][8];
 };
 Occupancy g_occupancy[kMaxDevices];
