@@ -673,9 +673,9 @@ def _bench_config(be, stream, args, config: Config | None, rot: Rotation, x, out
             else:
                 base = fp16_us.get(M)
                 rec["speedup"] = None if base is None else base / t.us
-                rec["path"] = _chosen_path(M, weights[0]) if args.path == "auto" else args.path
+                rec["path"] = _chosen("chosen_path", M, weights[0]) if args.path == "auto" else args.path
                 if args.path == "auto":
-                    rec["decode_config"] = _chosen_config(M, weights[0])
+                    rec["decode_config"] = _chosen("chosen_config", M, weights[0])
                 rec["layout"] = weights[0].layout
                 rec.update(_check(be, om, M, checks.get(M), W_ref, checks["cols"],
                                   _tolerance(args)))
@@ -698,21 +698,13 @@ def _tolerance(args) -> float:
     return TOLERANCE_BF16 if getattr(args, "dtype", "float16") == "bfloat16" else TOLERANCE
 
 
-def _chosen_path(M: int, weight) -> str | None:
+def _chosen(what: str, M: int, weight):
+    """int4mm.chosen_path or chosen_config for the record; None if it fails
+    (informational only: the cell is timed and checked either way)."""
     import int4mm
 
     try:
-        return int4mm.chosen_path(M, weight)
-    except Exception:  # noqa: BLE001 - informational only
-        return None
-
-
-def _chosen_config(M: int, weight) -> dict | None:
-    """The decode kernel's configuration for the record (None: another kernel)."""
-    import int4mm
-
-    try:
-        return int4mm.chosen_config(M, weight)
+        return getattr(int4mm, what)(M, weight)
     except Exception:  # noqa: BLE001 - informational only
         return None
 
