@@ -145,6 +145,35 @@ MatmulProblem make_problem(const int4mm_matmul_args &a) {
     return p;
 }
 
+// make_problem plus the prepared sections that apply (sec: where they are).
+MatmulProblem make_problem(const int4mm_matmul_args &a, PreparedSections *sec) {
+    MatmulProblem p = make_problem(a);
+    *sec = sections_apply(a) ? prepared_sections(a.layout, a.K, a.N, a.group_size) : PreparedSections{};
+    if (sec->tiled_bytes) p.tiled = static_cast<const char *>(a.prepared) + sec->tiled_offset;
+    if (sec->wgmma_bytes) {
+        const char *base = static_cast<const char *>(a.prepared) + sec->wgmma_offset;
+        const wgmma::PreparedParts parts = wgmma::parts(a.K, a.N, a.group_size);
+        p.frag.codes = reinterpret_cast<const uint32_t *>(base);
+        p.frag.scales = base + parts.soff;
+        p.frag.zero_c = base + parts.zoff;
+    }
+    return p;
+}
+
+// Whether the decode kernel runs problem p (make_problem(a, ...)) on `path`,
+// and if so the problem it sees (*d): on the SMALL_M path only, on the wgmma
+// section's codes only (a dense weight, or a 16:32 weight's dense
+// equivalent, whose raw dense arrays do not exist), and where
+// decode_supported holds.  int4mm_matmul and int4mm_matmul_decode_config both
+// ask here, so that the reported config is the launched one.
+bool decode_problem(const int4mm_matmul_args &a, const MatmulProblem &p, int path, MatmulProblem *d) {
+    if (path != INT4MM_PATH_SMALL_M || p.frag.codes == nullptr) return false;
+    *d = p;
+    d->mask = nullptr;
+    if (dense_equivalent(a)) d->qweight = nullptr;
+    return decode_supported(*d);
+}
+
 }  // namespace
 }  // namespace int4mm
 
@@ -160,29 +189,20 @@ extern "C" int4mm_status int4mm_matmul(const int4mm_matmul_args *args) {
 
     DeviceGuard guard;
     if ((st = guard.enter(a.device)) != INT4MM_OK) return st;
-    MatmulProblem p = make_problem(a);
+    PreparedSections sec;
+    MatmulProblem p = make_problem(a, &sec);
     const cudaStream_t stream = as_stream(a.stream);
-    const PreparedSections sec = sections_apply(a)
-                                     ? prepared_sections(a.layout, a.K, a.N, a.group_size)
-                                     : PreparedSections{};
-    if (sec.tiled_bytes) p.tiled = static_cast<const char *>(a.prepared) + sec.tiled_offset;
-    if (sec.wgmma_bytes) {
-        const char *base = static_cast<const char *>(a.prepared) + sec.wgmma_offset;
-        const wgmma::PreparedParts parts = wgmma::parts(a.K, a.N, a.group_size);
-        p.frag.codes = reinterpret_cast<const uint32_t *>(base);
-        p.frag.scales = base + parts.soff;
-        p.frag.zero_c = base + parts.zoff;
-    }
     const int path = resolve_path(a);
+    MatmulProblem d;
+    if (decode_problem(a, p, path, &d)) return launch_matmul_decode(d, stream);
     if (dense_equivalent(a)) {
         // Only kernels that read nothing but the prepared sections may see the
         // dense equivalent (its dense qweight does not exist); the rest run
         // on the sparse raw arrays below, with the sections ignored.
-        MatmulProblem d = p;
+        d = p;
         d.mask = nullptr;
         d.qweight = nullptr;
         if (path == INT4MM_PATH_SMALL_M) {
-            if (decode_supported(d)) return launch_matmul_decode(d, stream);
             if (d.tiled != nullptr && mma_small_supported(d)) return launch_matmul_mma_small(d, stream, 0, 0);
         } else if (has_wgmma_layout(a)) {
             return launch_wgmma_section(a, sec, stream);
@@ -216,17 +236,14 @@ extern "C" int4mm_status int4mm_matmul_decode_config(const int4mm_matmul_args *a
     const int4mm_matmul_args &a = *args;
     int4mm_status st = check_shapes(a);
     if (st != INT4MM_OK) return st;
-    // The decode kernel runs on the wgmma section's codes (the dense weight or
-    // its dense equivalent) on the SMALL_M path: int4mm_matmul above.
-    if (a.M == 0 || !has_wgmma_layout(a) || resolve_path(a) != INT4MM_PATH_SMALL_M) return INT4MM_OK;
-    MatmulProblem p = make_problem(a);
-    p.mask = nullptr;
-    p.frag.codes = static_cast<const uint32_t *>(a.prepared);  // tested against NULL only, never read
-    if (!decode_supported(p)) return INT4MM_OK;
+    // The same question as int4mm_matmul's (decode_problem); nothing is read.
+    PreparedSections sec;
+    MatmulProblem d;
+    if (a.M == 0 || !decode_problem(a, make_problem(a, &sec), resolve_path(a), &d)) return INT4MM_OK;
     DeviceGuard guard;
     if ((st = guard.enter(a.device)) != INT4MM_OK) return st;
     DecodeConfig c;
-    if ((st = decode_default_config(p, a.device, &c)) != INT4MM_OK) return st;
+    if ((st = decode_default_config(d, a.device, &c)) != INT4MM_OK) return st;
     const int v[6] = {c.nb, c.mt, c.u, c.wk, c.ks, c.stages};
     for (int i = 0; i < 6; ++i) config[i] = v[i];
     return INT4MM_OK;
