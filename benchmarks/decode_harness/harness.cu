@@ -6,7 +6,7 @@
 //   ./harness rr         configs interleaved over 5 rounds on the target shapes
 //   ./harness m1 | g1 | m16   one-pass sweeps (g1: M = 1, G = 128)
 //   SHAPES="K,N,M,G ..." ./harness shapes   the same sweep on those shapes
-//   DEFAULTS_ONLY=1 times the default config only
+//   DEFAULTS_ONLY=1 times the default config only (DCFG="nb,mt,u,wk,ks,stages": that config instead)
 //   ./harness host       host cost per call of a launch and of the decode entry (tiny shape)
 //   ANY_MT=1 sweeps every row tiling (mt = 1, 2, 4) whatever M is, not only the smallest that holds M
 //   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers;
@@ -477,6 +477,8 @@ int main(int argc, char **argv) {
         Case cs; cs.sh = sh; cs.bf16 = false; setup(cs, true);
         MatmulProblem p0 = problem(cs, 0);
         DecodeConfig def; decode_default_config(p0, 0, &def);
+        // DCFG="nb,mt,u,wk,ks,stages": time that config instead of the default (for ncu)
+        if (const char *v = getenv("DCFG")) sscanf(v, "%d,%d,%d,%d,%d,%d", &def.nb, &def.mt, &def.u, &def.wk, &def.ks, &def.stages);
         float tdef = time_cfg(cs, def);
         if (defaults_only) {
             double bytes = double(sh.K) * sh.N / 2 + double(sh.K / sh.G) * sh.N * 4;
