@@ -896,6 +896,15 @@ def _table(records, plan, configs) -> str:
     return "\n".join(lines)
 
 
+def _measured_label(meta: dict) -> str:
+    """What was measured, for the plot's title: with INT4MM_COMMIT the tree was
+    a copy whose git metadata (and so the version's +g<hash>) may be stale, so
+    the commit only; else the version and the commit."""
+    if meta.get("commit_source") == "INT4MM_COMMIT":
+        return f"int4mm {meta['commit'][:10]}"
+    return f"int4mm {meta['version']} ({meta['commit'][:10]})"
+
+
 def plot(results: dict, path: Path) -> None:
     """PNG of speedup over fp16 against M for the shape with the most batch sizes."""
     import matplotlib
@@ -941,9 +950,8 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xticks([], minor=True)
     ax.set_xlabel("M (rows of x)")
     ax.set_ylabel("speedup over fp16 cuBLAS")
-    meta = results["int4mm"]
-    ax.set_title(f"int4mm {meta['version']} ({meta['commit'][:10]}), K={K} N={N}, "
-                 f"{results['gpu']['name']}", fontsize=10)
+    ax.set_title(f"{_measured_label(results['int4mm'])}, K={K} N={N}, {results['gpu']['name']}",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -96,3 +96,14 @@ def test_isolated_replays_hold_the_host_call():
     assert t.samples_us[0] == pytest.approx(KERNEL_US)
     assert t.samples_us[1:] == pytest.approx([KERNEL_US + HOST_US / 50] * 4)
     assert t.us == pytest.approx(KERNEL_US + HOST_US / 50)
+
+
+def test_plot_title_names_the_commit_measured(monkeypatch):
+    """With INT4MM_COMMIT (a copied tree, stale git metadata) the title names
+    only that commit, not the version string's +g<hash>; else both."""
+    monkeypatch.setenv("INT4MM_COMMIT", "77aa53c")
+    meta = {"version": "0.1.0.dev169+gf0e416d.dirty", **bench._git_commit()}
+    assert meta["commit_source"] == "INT4MM_COMMIT"
+    assert bench._measured_label(meta) == "int4mm 77aa53c"
+    meta = {"version": "0.1.0.dev169+g77aa53c", "commit": "77aa53c0123456789abc", "commit_source": "git"}
+    assert bench._measured_label(meta) == "int4mm 0.1.0.dev169+g77aa53c (77aa53c012)"
