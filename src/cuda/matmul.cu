@@ -236,7 +236,9 @@ extern "C" int4mm_status int4mm_matmul_decode_config(const int4mm_matmul_args *a
     const int4mm_matmul_args &a = *args;
     int4mm_status st = check_shapes(a);
     if (st != INT4MM_OK) return st;
-    // The same question as int4mm_matmul's (decode_problem); nothing is read.
+    // The same question as int4mm_matmul's (decode_problem).  Nothing is read:
+    // the section pointers make_problem derives from args->prepared (a
+    // placeholder from the bridge) are only tested against NULL.
     PreparedSections sec;
     MatmulProblem d;
     if (a.M == 0 || !decode_problem(a, make_problem(a, &sec), resolve_path(a), &d)) return INT4MM_OK;
