@@ -269,7 +269,11 @@ def test_matmul_prepared_large_decode(K, N, G):
     CTA and, on sm_90, K split over a cluster; at M = 9-16 the rows of x
     travel through the ring too (ldmatrix), rows past M as zeros; grouped
     4096 x 8192 at M = 9-16 takes the register ring instead where its grid
-    of 128 CTAs is one wave over 90% of the SMs or more (H100, H200).  Per-channel
+    of 128 CTAs is one wave over 90% of the SMs or more (H100, H200), and
+    grouped weights at M <= 8 where the register ring's grid is one balanced
+    wave (all three shapes here on 132 SMs; the grouped ring at M <= 8 runs in
+    test_matmul_prepared_ring_widths).  Grouped weights read their scales
+    from the prepared section's scale records (both rings).  Per-channel
     weights at M <= 8 take the register ring with its fitted defaults (rows
     of x past M read row 0 of the tile, their columns never stored).  The
     weight is made here, not through problem()'s cache: its float64
@@ -335,7 +339,9 @@ def _sampled_columns(N, width):
 
 # (K, N, G, rows): on a 132-SM Hopper GPU the decode defaults take ring widths
 # 5, 7, 10 or 14 at these row counts (H200: 8960 -> 5, 14336 -> 7, 20480 -> 10
-# and 5, 28672 -> 14 and 7; 8192 x 28672 per-channel at M <= 4: the ring, 14).
+# and 5, 28672 -> 14 and 7; 8192 x 28672 per-channel at M <= 4: the ring, 14),
+# except where the register ring's grid is one balanced wave (grouped 4096 x
+# 14336 at M = 1 since v22: stages 0, not asserted here).
 RING_WIDTH_CASES = [
     (4096, 8960, 128, (1, 3, 12, 16)),
     (4096, 8960, None, (12, 16)),

@@ -95,8 +95,8 @@ static int code_at(const std::vector<uint32_t> &w, int N16, int k, int n) {
 struct Case {
     Shape sh; bool bf16;
     std::vector<uint32_t> hw; std::vector<uint16_t> hs, hz, hx;
-    uint32_t *dw = nullptr; uint16_t *ds = nullptr, *dz = nullptr, *dx = nullptr, *dy = nullptr;
-    int copies = 1; size_t wwords = 0, wpitch = 0, ng = 0;
+    uint32_t *dw = nullptr; uint16_t *ds = nullptr, *dz = nullptr, *drec = nullptr, *dx = nullptr, *dy = nullptr;
+    int copies = 1; size_t recpitch = 0, wwords = 0, wpitch = 0, ng = 0;
     std::vector<int> cols; std::vector<double> ref;
 };
 
@@ -132,11 +132,20 @@ static void setup(Case &cs, bool timing) {
         CK(cudaMemcpy(cs.ds + i * ng, cs.hs.data(), ng * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(cs.dz + i * ng, cs.hz.data(), ng * 2, cudaMemcpyHostToDevice));
     }
+    // grouped weights: the decode kernel's scale records, as int4mm_prepare writes them
+    if (s.G != s.K) {
+        cs.recpitch = ng * 2;  // 16-bit values: s and zero_c
+        CK(cudaMalloc(&cs.drec, cs.recpitch * 2 * cs.copies));
+        for (int i = 0; i < cs.copies; ++i)
+            if (prepare_decode_records(cs.ds + i * ng, cs.dz + i * ng, s.K / s.G, s.N, cs.drec + i * cs.recpitch, 0) !=
+                INT4MM_OK) { printf("prepare_decode_records failed\n"); exit(1); }
+        CK(cudaDeviceSynchronize());
+    }
     CK(cudaMalloc(&cs.dx, cs.hx.size() * 2));
     CK(cudaMemcpy(cs.dx, cs.hx.data(), cs.hx.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMalloc(&cs.dy, size_t(s.M) * (s.N + 8) * 2));
 }
-static void teardown(Case &cs) { cudaFree(cs.dw); cudaFree(cs.ds); cudaFree(cs.dz); cudaFree(cs.dx); cudaFree(cs.dy); }
+static void teardown(Case &cs) { cudaFree(cs.drec); cudaFree(cs.dw); cudaFree(cs.ds); cudaFree(cs.dz); cudaFree(cs.dx); cudaFree(cs.dy); }
 
 static MatmulProblem problem(Case &cs, int copy) {
     MatmulProblem p{};
@@ -146,6 +155,7 @@ static MatmulProblem problem(Case &cs, int copy) {
     p.dtype = cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16;
     p.frag.codes = cs.dw + size_t(copy) * cs.wpitch; p.frag.scales = cs.ds + size_t(copy) * cs.ng;
     p.frag.zero_c = cs.dz + size_t(copy) * cs.ng;
+    if (cs.drec) p.frag.records = reinterpret_cast<const uint32_t *>(cs.drec + size_t(copy) * cs.recpitch);
     return p;
 }
 

@@ -156,6 +156,7 @@ MatmulProblem make_problem(const int4mm_matmul_args &a, PreparedSections *sec) {
         p.frag.codes = reinterpret_cast<const uint32_t *>(base);
         p.frag.scales = base + parts.soff;
         p.frag.zero_c = base + parts.zoff;
+        if (parts.rbytes) p.frag.records = reinterpret_cast<const uint32_t *>(base + parts.roff);
     }
     return p;
 }

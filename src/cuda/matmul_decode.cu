@@ -2,7 +2,19 @@
 // INT4MM_LAYOUT_SM90_WGMMA section: int4 W^T in 16 (n) x 16 (k) blocks whose
 // 32-bit word t is exactly lane t's register A fragment of one
 // mma.m16n8k16, values in the order [0,2,4,6,1,3,5,7], codes stored as
-// q ^ 8; scales [K/G, N] and zero_c = -(z - 8) * s next to them).
+// q ^ 8; scales [K/G, N] and zero_c = -(z - 8) * s next to them; grouped
+// weights also get this kernel's scale records, below).
+//
+// Scale records (grouped weights; written by prepare_decode_records into the
+// same section).  For group j and 16-column block b, 64 bytes: for g = 0..7,
+// the 16-bit values s[j, 16 b + g], s[j, 16 b + g + 8], zero_c[j, 16 b + g],
+// zero_c[j, 16 b + g + 8] (the element type's bits), so lane (g, c) gets what
+// its two accumulator rows need with one 8-byte load per block (four lanes
+// read each 8 bytes); records of group j lie in block order, groups one after
+// another.  Read from [K/G, N] instead (four 2-byte loads per block and group)
+// the register ring spent ~20% of its warp samples on those loads: grouped
+// 8192^2 at M = 1 took 12.7 us against 9.6 per-channel (benchmarks/NOTES.md,
+// v21, v22).
 //
 // The product is computed transposed, y^T = W^T x^T, one mma.m16n8k16 per
 // 16 x 16 weight block with the weights as the A operand (16 weight columns)
@@ -86,6 +98,10 @@ __device__ __forceinline__ uint32_t ld_cached(const uint32_t *p) {
     return v;
 }
 
+__device__ __forceinline__ void ld_cached_v2(const uint32_t *p, uint32_t (&v)[2]) {
+    asm volatile("ld.global.nc.v2.b32 {%0, %1}, [%2];\n" : "=r"(v[0]), "=r"(v[1]) : "l"(p));
+}
+
 __device__ __forceinline__ uint16_t ld_cached16(const uint16_t *p) {
     uint16_t v;
     asm volatile("ld.global.nc.b16 %0, [%1];\n" : "=h"(v) : "l"(p));
@@ -111,11 +127,16 @@ __device__ __forceinline__ void cp_async_wait_ring(int stages) {
     }
 }
 
-// A 16-bit value of type T (raw bits) -> fp32.
+// The low / high 16-bit value of type T (raw bits) in v -> fp32.
 template <class T>
-__device__ __forceinline__ float bits_to_float(uint16_t v) {
-    if constexpr (std::is_same<T, __nv_bfloat16>::value) return __uint_as_float(uint32_t(v) << 16);
-    else return __half2float(__ushort_as_half(v));
+__device__ __forceinline__ float lo_to_float(uint32_t v) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) return __uint_as_float(v << 16);
+    else return __half2float(__ushort_as_half(uint16_t(v)));
+}
+template <class T>
+__device__ __forceinline__ float hi_to_float(uint32_t v) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) return __uint_as_float(v & 0xFFFF0000u);
+    else return __half2float(__ushort_as_half(uint16_t(v >> 16)));
 }
 
 template <class T>
@@ -124,6 +145,7 @@ struct DecodeArgs {
     const uint32_t *w;   // fragment-ordered codes
     const T *s;          // [K/G, N]
     const T *zc;         // [K/G, N]
+    const uint32_t *rec;  // grouped weights: the scale records (above)
     const T *bias;       // [N] or nullptr
     T *y;
     int64_t ldx, ldy;
@@ -142,9 +164,10 @@ template <int NB, int MT, int U, bool GROUPED, bool ASYNC>
 struct Chunk {
     uint32_t w[ASYNC ? 1 : U][ASYNC ? 1 : NB];
     uint32_t x[ASYNC && MT == 2 ? 1 : U][MT][2];
-    // Grouped weights: scales / zero_c of rows g and g + 8, loaded with the
-    // chunks that end a group (ASYNC kernels: into the chunk's slot instead).
-    uint16_t s[GROUPED && !ASYNC ? NB : 1][2], z[GROUPED && !ASYNC ? NB : 1][2];
+    // Grouped weights: block b's scales of rows g and g + 8 (sz[b][0], low
+    // half row g) and zero_c (sz[b][1]), loaded with the chunks that end a
+    // group (ASYNC kernels: into the chunk's slot instead).
+    uint32_t sz[GROUPED && !ASYNC ? NB : 1][2];
 };
 
 // ASYNC: the weight words go global -> shared memory with cp.async, each
@@ -192,31 +215,41 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
         const int m = m0 + 8 * mt + g;
         xp[mt] = reinterpret_cast<const uint32_t *>(a.x + int64_t(m < a.M ? m : m0) * a.ldx + 16 * s_begin + 2 * c);
     }
-    const int64_t N = int64_t(a.N16) * 16;
     const uint16_t *sp = reinterpret_cast<const uint16_t *>(a.s) + int64_t(nb0) * 16 + g;
     const uint16_t *zp = reinterpret_cast<const uint16_t *>(a.zc) + int64_t(nb0) * 16 + g;
 
-    // Scales / zero_c of rows g and g + 8 of each block, group `grp`.
-    auto load_scales = [&](uint16_t (&sv)[NB][2], uint16_t (&zv)[NB][2], int grp) {
-        const int64_t row = int64_t(grp) * N;
+    // Per-channel weights: scales / zero_c of rows g and g + 8 of each block
+    // (the layout of Chunk::sz), from the [1, N] rows.
+    auto load_scales = [&](uint32_t (&sz)[NB][2]) {
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            sv[b][0] = ld_cached16(sp + row + 16 * b);
-            sv[b][1] = ld_cached16(sp + row + 16 * b + 8);
-            zv[b][0] = ld_cached16(zp + row + 16 * b);
-            zv[b][1] = ld_cached16(zp + row + 16 * b + 8);
+            sz[b][0] = ld_cached16(sp + 16 * b) | uint32_t(ld_cached16(sp + 16 * b + 8)) << 16;
+            sz[b][1] = ld_cached16(zp + 16 * b) | uint32_t(ld_cached16(zp + 16 * b + 8)) << 16;
         }
     };
-    // Scales and zero_c of rows g and g + 8 of each block from shared memory
-    // laid out as [NB * 16 scales][NB * 16 zero_c] (ring slots, per-warp area).
-    auto read_scales = [&](const uint32_t *area, uint16_t (&sv)[NB][2], uint16_t (&zv)[NB][2]) {
+    // The same from shared memory laid out as [NB * 16 scales][NB * 16 zero_c]
+    // (the per-warp area of the 16-row ring kernels).
+    auto read_scales = [&](const uint32_t *area, uint32_t (&sz)[NB][2]) {
         const uint16_t *ss = reinterpret_cast<const uint16_t *>(area) + g;
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            sv[b][0] = ss[16 * b];
-            sv[b][1] = ss[16 * b + 8];
-            zv[b][0] = ss[NB * 16 + 16 * b];
-            zv[b][1] = ss[NB * 16 + 16 * b + 8];
+            sz[b][0] = ss[16 * b] | uint32_t(ss[16 * b + 8]) << 16;
+            sz[b][1] = ss[NB * 16 + 16 * b] | uint32_t(ss[NB * 16 + 16 * b + 8]) << 16;
+        }
+    };
+    // Grouped weights: this CTA's records of group `grp` (NB * 16 words), and
+    // each lane's 8 bytes per block from a copy of them in shared memory.
+    auto group_records = [&](int grp) { return a.rec + (int64_t(grp) * a.N16 + nb0) * 16; };
+    auto load_records = [&](uint32_t (&sz)[NB][2], int grp) {
+        const uint32_t *r = group_records(grp) + 2 * g;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) ld_cached_v2(r + 16 * b, sz[b]);
+    };
+    auto read_records = [&](const uint32_t *area, uint32_t (&sz)[NB][2]) {
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const uint2 v = *reinterpret_cast<const uint2 *>(area + 16 * b + 2 * g);
+            sz[b][0] = v.x, sz[b][1] = v.y;
         }
     };
     // Grouped weights: which chunks end a group (and which group), walked
@@ -247,8 +280,8 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     // ASYNC: this warp's ring in shared memory, chunk c in slot c % stages
     // (the callers count slots: no division per chunk):
     // the weight words in global order (step, block, lane), then (grouped
-    // weights, chunks that end a group) the group's NB * 16 scales and NB * 16
-    // zero_c, then (XS) the chunk's 16 rows of x, kXRow words apart (16 U
+    // weights, chunks that end a group) the group's records of the CTA's
+    // blocks (NB * 16 words), then (XS) the chunk's 16 rows of x, kXRow words apart (16 U
     // values and 4 words of padding: the 8 rows of an ldmatrix hit distinct
     // banks).  Rows past M are zeros, written once.
     constexpr int kChunkWords = U * NB * 32, kScaleWords = GROUPED ? NB * 16 : 0;
@@ -282,14 +315,11 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
         if constexpr (GROUPED) {
             int grp;
             if (next_ends_group(load_walk, chunk, &grp)) {
-                const int64_t row = int64_t(grp) * N;
+                const uint32_t *from = group_records(grp);
 #pragma unroll
                 for (int i = 0; i < (NB * 4 + 31) / 32; ++i) {
-                    const int piece = lane + 32 * i;  // 16-byte piece: NB * 2 of scales, NB * 2 of zero_c
-                    if (piece < NB * 4) {
-                        const uint16_t *from = (piece < NB * 2 ? sp : zp) - g + row + 8 * (piece % (NB * 2));
-                        cp_async16(dst + kChunkWords + 4 * piece, reinterpret_cast<const uint32_t *>(from), policy);
-                    }
+                    const int piece = lane + 32 * i;  // 16-byte piece of the records
+                    if (piece < NB * 4) cp_async16(dst + kChunkWords + 4 * piece, from + 4 * piece, policy);
                 }
             }
         }
@@ -315,7 +345,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
         }
         if constexpr (GROUPED && !ASYNC) {
             int grp;
-            if (next_ends_group(load_walk, chunk, &grp)) load_scales(ch.s, ch.z, grp);
+            if (next_ends_group(load_walk, chunk, &grp)) load_records(ch.sz, grp);
         }
     };
 
@@ -339,11 +369,11 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
     // Per-channel offset codes: the sums of x of the chunks done (xs: the current chunk's).
     float xs_tot[OFFSET && !GROUPED ? MT : 1][2] = {};
 
-    auto fold = [&](const uint16_t (&sv)[NB][2], const uint16_t (&zv)[NB][2], float (&out)[NB][MT][4]) {
+    auto fold = [&](const uint32_t (&sz)[NB][2], float (&out)[NB][MT][4]) {
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            float s0 = bits_to_float<T>(sv[b][0]), s1 = bits_to_float<T>(sv[b][1]);
-            float z0 = bits_to_float<T>(zv[b][0]), z1 = bits_to_float<T>(zv[b][1]);
+            float s0 = lo_to_float<T>(sz[b][0]), s1 = hi_to_float<T>(sz[b][0]);
+            float z0 = lo_to_float<T>(sz[b][1]), z1 = hi_to_float<T>(sz[b][1]);
             if constexpr (GROUPED) {  // acc holds offset codes: s (kDiv acc - kDivBase xs) + z xs
                 z0 = fmaf(-OffsetCodes<T>::kDivBase, s0, z0), z1 = fmaf(-OffsetCodes<T>::kDivBase, s1, z1);
             }
@@ -414,11 +444,11 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
             int grp;
             if (next_ends_group(math_walk, chunk, &grp)) {
                 if constexpr (ASYNC) {
-                    uint16_t sv[NB][2], zv[NB][2];
-                    read_scales(ws - lane + kChunkWords, sv, zv);
-                    fold(sv, zv, tot);
+                    uint32_t sz[NB][2];
+                    read_records(ws - lane + kChunkWords, sz);
+                    fold(sz, tot);
                 } else {
-                    fold(ch.s, ch.z, tot);
+                    fold(ch.sz, tot);
                 }
                 reset_sums();
             }
@@ -446,10 +476,10 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
 
     // Per-channel: the one scale row, loaded while the weights stream
     // (XS: into this warp's area after the rings, with chunk 0).
-    uint16_t s_pc[NB][2], z_pc[NB][2];
+    uint32_t sz_pc[NB][2];
     uint32_t *pcs = reinterpret_cast<uint32_t *>(red) + int64_t(wk) * a.stages * kSlotWords + warp * NB * 16;
     if constexpr (!GROUPED && !XS) {
-        if (nchunks > 0) load_scales(s_pc, z_pc, 0);
+        if (nchunks > 0) load_scales(sz_pc);
     }
 
     // Register ring of DEPTH + 1 chunks; the ring index is static after unrolling.
@@ -507,7 +537,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
         cp_async_wait<0>();
         if constexpr (!GROUPED && XS) {
             __syncwarp();
-            read_scales(pcs, s_pc, z_pc);
+            read_scales(pcs, sz_pc);
         }
         __syncthreads();  // the rings become the reduction buffer
     }
@@ -518,7 +548,7 @@ __global__ void __launch_bounds__(256, 1) decode_kernel(DecodeArgs<T> a) {
                 for (int mt = 0; mt < MT; ++mt) xs[mt][0] = xs_tot[mt][0], xs[mt][1] = xs_tot[mt][1];
             }
             float out[NB][MT][4] = {};
-            fold(s_pc, z_pc, out);
+            fold(sz_pc, out);
 #pragma unroll
             for (int b = 0; b < NB; ++b)
 #pragma unroll
@@ -810,7 +840,34 @@ static bool x_rows_aligned(const MatmulProblem &p) {
 
 bool decode_supported(const MatmulProblem &p) {
     return p.frag.codes != nullptr && p.mask == nullptr && p.N % 16 == 0 && p.K % 64 == 0 &&
-           (p.group_size == p.K || p.group_size % 64 == 0);
+           (p.group_size == p.K || (p.group_size % 64 == 0 && p.frag.records != nullptr));
+}
+
+namespace {
+
+// One thread per (group, block, g): the 8 bytes of the records (above).
+__global__ void decode_records_kernel(const uint16_t *s, const uint16_t *zc, int64_t groups, int64_t n16,
+                                      uint32_t *rec) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= groups * n16 * 8) return;
+    const int64_t g = i % 8, b = (i / 8) % n16, j = i / (8 * n16);
+    const int64_t at = j * n16 * 16 + 16 * b + g;  // s[j, 16 b + g]
+    rec[2 * i] = s[at] | uint32_t(s[at + 8]) << 16;
+    rec[2 * i + 1] = zc[at] | uint32_t(zc[at + 8]) << 16;
+}
+
+}  // namespace
+
+int4mm_status prepare_decode_records(const void *scales, const void *zero_c, int64_t groups, int64_t N,
+                                     void *records, cudaStream_t stream) {
+    const int64_t n = groups * (N / 16) * 8;  // threads
+    if (n <= 0) return INT4MM_OK;
+    const int threads = 256;
+    decode_records_kernel<<<unsigned((n + threads - 1) / threads), threads, 0, stream>>>(
+        static_cast<const uint16_t *>(scales), static_cast<const uint16_t *>(zero_c), groups, N / 16,
+        static_cast<uint32_t *>(records));
+    INT4MM_LAUNCH_CHECK("prepare: decode scale records");
+    return INT4MM_OK;
 }
 
 namespace {
@@ -1086,6 +1143,35 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
         if ((st = ring_config(p, attrs, device, 1, &ring)) != INT4MM_OK) return st;
         if (ring.nb == 14 && p.K / 16 >= 64 * ring.wk * ring.ks) cfg = ring;
     }
+    // Grouped weights at M <= 8 (with the scale records, v22) whose
+    // register-ring grid (register_ring_config: four blocks per CTA) is one
+    // balanced wave: 90-100% of the SMs, or 1.6-2 CTAs per SM.  The register
+    // ring there (H200, v22, M = 1, G = 128: 8192^2 12.5 -> 10.8 us, 16384^2
+    // 37.3 -> 35.4, 28672 x 8192 32.8 -> 31.7, 4096 x 14336 11.1 -> 10.4,
+    // 14336 x 4096 11.8 -> 10.6, 11008 x 4096 10.4 -> 9.4; M = 2-8 the same
+    // way); with 2.4-3.4 CTAs per SM (5120 x 20480, 20480 x 5120, 8192 x
+    // 28672) the shared-memory ring's 10-, 5- and 14-block rows stayed ahead
+    // by 3-7%.  At M = 2-8, eight warps with more than 128 k16 steps each on
+    // one CTA per SM become four warps and a K split of two (28672 x 8192,
+    // M = 4 / 8: 35.1 / 37.7 -> 32.5 / 32.9 us).
+    if (rows == 1 && grouped && attrs.major >= 8 && bytes >= (int64_t(16) << 20)) {
+        DecodeConfig reg;
+        int per_sm = 0;
+        if ((st = register_ring_config(p, device, &reg)) != INT4MM_OK) return st;
+        if ((st = blocks_per_sm(device, p.dtype, grouped, reg, &per_sm)) != INT4MM_OK) return st;
+        const int64_t ctas = int64_t(p.N / 16 / reg.nb) * reg.ks, sms = attrs.sms;
+        const bool wave = (10 * ctas >= 9 * sms && ctas <= sms) || (10 * ctas >= 16 * sms && ctas <= 2 * sms);
+        if (wave && ctas <= int64_t(per_sm) * sms) {
+            cfg = reg;
+            if (p.M > 1 && reg.wk == 8 && reg.ks == 1 && ctas <= sms && p.K / 16 > 128 * 8 && attrs.major >= 9) {
+                DecodeConfig split = reg;
+                split.wk = 4;
+                split.ks = 2;
+                if ((st = blocks_per_sm(device, p.dtype, grouped, split, &per_sm)) != INT4MM_OK) return st;
+                if (2 * ctas <= int64_t(per_sm) * sms) cfg = split;
+            }
+        }
+    }
     // Grouped weights at M = 9-16 whose register-ring grid (register_ring_config:
     // four blocks per CTA) is one wave over 90% of the SMs or more, with 64 k16
     // steps per warp or fewer: the register ring (H200, v20: 8192^2 G = 128 at
@@ -1128,6 +1214,7 @@ DecodeArgs<T> frag_args(const MatmulProblem &p, int steps, int stages) {
     a.w = p.frag.codes;
     a.s = static_cast<const T *>(p.frag.scales);
     a.zc = static_cast<const T *>(p.frag.zero_c);
+    a.rec = p.frag.records;
     a.bias = static_cast<const T *>(p.bias);
     a.y = static_cast<T *>(p.y);
     a.ldx = p.ldx;

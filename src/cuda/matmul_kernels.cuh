@@ -17,11 +17,13 @@ namespace int4mm {
 
 // The fragment-ordered prepared weights (the INT4MM_LAYOUT_SM90_WGMMA
 // section, described in matmul_wgmma.cu): codes in 16 x 16 blocks whose word
-// t is lane t's mma A fragment, scales [K/G, N] and zero_c = -(z - 8) * s.
+// t is lane t's mma A fragment, scales [K/G, N] and zero_c = -(z - 8) * s,
+// and for grouped weights the decode kernel's scale records (matmul_decode.cu).
 struct FragWeights {
     const uint32_t *codes = nullptr;  // nullptr: the weight has no such section
     const void *scales = nullptr;
     const void *zero_c = nullptr;
+    const uint32_t *records = nullptr;  // grouped weights only
 };
 
 // One validated multiplication, type-erased as the dispatcher sees it.  The
@@ -179,6 +181,11 @@ bool decode_supported(const MatmulProblem &p);
 // The measured default for p on `device`; INT4MM_OK or a CUDA failure.
 int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeConfig *out);
 int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, DecodeConfig cfg = {});
+// The decode kernel's scale records of a grouped weight (layout: the top of
+// matmul_decode.cu; groups * N * 4 bytes) from its prepared scales and
+// zero_c [groups, N] (16-bit values, N % 16 == 0); enqueued on stream.
+int4mm_status prepare_decode_records(const void *scales, const void *zero_c, int64_t groups, int64_t N,
+                                     void *records, cudaStream_t stream);
 
 // SMALL_M "tiled" prepared layout of dense qweight (prepare_small_m.cu):
 // 512-byte tiles (32 columns x 32 k, lane order of the v2 kernel), the slabs

@@ -25,6 +25,9 @@
 //   [soff, soff + sbytes) scales [K/G, N] (copied), fp16 or bf16
 //   [zoff, zoff + sbytes) zero_c [K/G, N] = -(z - 8) * s  (fp32, rounded once
 //                         to the scales' type)
+//   [roff, roff + rbytes) grouped weights only: the same scales and zero_c
+//                         as the decode kernel's records (matmul_decode.cu),
+//                         written by int4mm_prepare; not read here
 // so that W[k, n] = (q - 8) * s + zero_c = (q - z) * s.
 //
 // Every .cu file is compiled for every target of the build; the CUTLASS

@@ -19,9 +19,11 @@ namespace int4mm {
 namespace wgmma {
 
 // Offsets of the prepared form's parts (each 256-byte aligned): codes at 0,
-// scales [K/G, N] at soff, zero_c [K/G, N] at zoff; total bytes.
+// scales [K/G, N] at soff, zero_c [K/G, N] at zoff, and for grouped weights
+// (G < K) the decode kernel's scale records at roff (rbytes = K/G * N * 4,
+// matmul_decode.cu; the wgmma kernels do not read them); total bytes.
 struct PreparedParts {
-    size_t wbytes, soff, zoff, total;
+    size_t wbytes, soff, zoff, roff, rbytes, total;
 };
 
 inline PreparedParts parts(int64_t K, int64_t N, int64_t G) {
@@ -31,7 +33,9 @@ inline PreparedParts parts(int64_t K, int64_t N, int64_t G) {
     const size_t sbytes = static_cast<size_t>(K / G) * static_cast<size_t>(N) * 2;
     p.soff = up(p.wbytes);
     p.zoff = p.soff + up(sbytes);
-    p.total = p.zoff + up(sbytes);
+    p.roff = p.zoff + up(sbytes);
+    p.rbytes = G < K ? 2 * sbytes : 0;
+    p.total = p.roff + up(p.rbytes);
     return p;
 }
 

@@ -118,7 +118,12 @@ extern "C" int4mm_status int4mm_prepare(int layout, const int32_t *qweight, cons
         if (!wgmma::compiled())
             return fail(INT4MM_ERR_UNSUPPORTED,
                         "prepare: device %d is not sm_90 or this build has no sm_90a code", device);
-        st = wgmma::prepare(qweight, scales, zeros, dtype, K, N, group_size, base + sec.wgmma_offset, s);
+        char *section = base + sec.wgmma_offset;
+        st = wgmma::prepare(qweight, scales, zeros, dtype, K, N, group_size, section, s);
+        const wgmma::PreparedParts parts = wgmma::parts(K, N, group_size);
+        if (st == INT4MM_OK && parts.rbytes)
+            st = prepare_decode_records(section + parts.soff, section + parts.zoff, K / group_size, N,
+                                        section + parts.roff, s);
     }
     return st;
 }

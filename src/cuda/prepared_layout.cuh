@@ -8,7 +8,8 @@
 //   offset align256(tiled bytes)    INT4MM_LAYOUT_SM90_WGMMA
 //       int4 codes, scales and folded zeros in the order CUTLASS's Hopper
 //       mixed-input collective loads them (matmul_wgmma.cu); the decode
-//       kernel (matmul_decode.cu) reads the same section
+//       kernel (matmul_decode.cu) reads the same section, and for grouped
+//       weights its own copy of the scales there (scale records)
 //
 // int4mm_prepared_layout() picks one section per weight: SM90_WGMMA where the
 // wgmma kernel runs (it serves every M), else SMALL_M_TILED.  A buffer with
