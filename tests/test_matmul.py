@@ -341,11 +341,11 @@ def _sampled_columns(N, width):
 # 5, 7, 10 or 14 at these row counts (H200: 8960 -> 5, 14336 -> 7, 20480 -> 10
 # and 5, 28672 -> 14 and 7; 8192 x 28672 per-channel at M <= 4: the ring, 14),
 # except where the register ring's grid is one balanced wave (grouped 4096 x
-# 14336 at M = 1 since v22: stages 0, not asserted here).
+# 14336 takes the register ring at every M <= 16 since v22: no case here;
+# test_matmul_prepared_large_decode checks grouped register-ring grids).
 RING_WIDTH_CASES = [
     (4096, 8960, 128, (1, 3, 12, 16)),
     (4096, 8960, None, (12, 16)),
-    (4096, 14336, 128, (1, 16)),
     (4096, 14336, None, (9, 16)),
     (4096, 20480, 128, (1, 8, 16)),
     (4096, 20480, None, (16,)),
