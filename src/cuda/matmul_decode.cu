@@ -56,7 +56,7 @@
 //    (ld.global.nc, L1 no-allocate, L2 evict-first: read once);
 //  - shared-memory ring (ASYNC, stages >= 2, one or two groups of 8 rows):
 //    cp.async (L1 bypassed, L2 evict-first) into a per-warp ring of `stages`
-//    chunks; grouped weights get their group's scales and zero_c in the same
+//    chunks; grouped weights get their group's scale records in the same
 //    slot.  Registers freed this way allow 8 and 16 blocks per CTA (1-2 KB
 //    contiguous per warp per k16 step), which made it faster on large
 //    weights in v8 (benchmarks/NOTES.md); deeper rings were slower; 5, 7, 10
@@ -64,8 +64,9 @@
 //    factor 5 or 7.  Since v16 (less bookkeeping per chunk) the register ring
 //    is ahead again for per-channel weights at M <= 8 (except 14-block rings
 //    at M <= 4, v20); grouped weights and M = 9-16 keep the shared-memory
-//    ring (except grouped M = 9-16 where the register ring's grid is one
-//    full wave, v20; the defaults: decode_default_config).
+//    ring, except where the register ring's grid is one balanced wave:
+//    grouped M = 9-16 (v20) and, since the scale records, grouped M <= 8
+//    (v22; the defaults: decode_default_config).
 //    With two groups of rows (M = 9-16) the chunk's rows of x go into the
 //    slot as well, as contiguous runs, and come back with ldmatrix: every
 //    CTA re-reads x, and the register ring's 4-byte loads of 16 rows at a
