@@ -40,8 +40,10 @@ def test_sanitize_prepared(K, N, G, M, path):
     """Prepared weights: the decode kernel (1, 2 and 4 groups of 8 rows;
     per-channel weights at M <= 8 through the register ring, on Hopper
     8192 x 4096 at M = 5 with K split over a 2-CTA cluster; grouped 16 MiB
-    weights through the shared-memory ring, at M = 12 and 16 every weight,
-    with x in the ring) and wgmma (M = 40 and 100: K tiles of 128; M = 300
+    weights, which read the scale records, through the register ring where
+    its grid is one balanced wave (4096 x 8192 at M = 1 on 132 SMs) and the
+    shared-memory ring elsewhere (4096 x 8960 at M = 3); at M = 12 and 16
+    every weight through the ring with x in it, except as below) and wgmma (M = 40 and 100: K tiles of 128; M = 300
     with K <= 4096 and few tiles: pingpong 64x256; per-channel 16384 x 4112
     at M = 40: the row sums of x and the scales in the epilogue; N = 26640 at
     M = 40 and 100: 256-column weight tiles; 1024 x 256 per-channel at M = 24:
