@@ -246,6 +246,17 @@ def test_matmul_prepared_per_channel_large(K, N):
     check_rows_through_prepared(framework("torch"), K, N, None, (17, 33, 64), rng_seed=K)
 
 
+@pytest.mark.parametrize("G", [64, 320, None], ids=lambda g: f"g{g or 'chan'}")
+def test_matmul_prepared_k_not_multiple_of_128(G):
+    """K = 4160 (260 k16 steps, not a multiple of 8) at 12 MiB and M <= 8:
+    the decode defaults score their register-ring configs there, and only
+    chunks of 4 k16 steps divide K (per-channel) or the group (G = 64, 320);
+    before v23 the per-channel scores could pick chunks of 8, which the
+    launch rejects as a bad config."""
+    K, N = 4160, 6144
+    check_rows_through_prepared(framework("torch"), K, N, G, (1, 4, 8), rng_seed=K + (G or 0))
+
+
 @pytest.mark.parametrize("K,N,G", [(2560, 26640, None), (1024, 26640, None), (1024, 26640, 128)],
                          ids=lambda v: str(v))
 def test_matmul_prepared_wide(K, N, G):

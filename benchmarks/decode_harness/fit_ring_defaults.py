@@ -148,7 +148,7 @@ def main():
     ap.add_argument("--search", action="store_true", help="grid-search the constants")
     args = ap.parse_args()
     # ring_config's cases: 16 MiB and more, grouped or M = 9-16 (per-channel
-    # weights at M <= 8 take channel_register_config: fit_register_defaults.py)
+    # weights at M <= 8 take scored_register_config: fit_register_defaults.py)
     cases = {k: v for k, v in load(args.sweeps).items()
              if k[0] * k[1] // 2 >= 16 << 20 and (k[2] > 8 or k[3] != k[0])}
     P = DEFAULT

@@ -655,6 +655,14 @@ KernelFn<T> pick_u(int u, bool grouped) {
 // factor 5 or 7 in one wave of 128 or 256 CTAs: benchmarks/NOTES.md, v20),
 // mt = 1 with nb 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8
 // (grouped).
+constexpr int kRingWidths[] = {1, 2, 4, 5, 7, 8, 10, 14, 16};  // shared-memory ring nb (pick_kernel)
+
+bool is_ring_width(int nb) {
+    for (int w : kRingWidths)
+        if (w == nb) return true;
+    return false;
+}
+
 template <class T>
 KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
     if (c.stages > 0 && c.mt == 2) {
@@ -806,7 +814,7 @@ struct Occupancy {
 Occupancy g_occupancy[kMaxDevices];
 
 int log2_small(int v) { return v >= 16 ? 4 : v >= 8 ? 3 : v >= 4 ? 2 : v >= 2 ? 1 : 0; }
-// Index of a ring width nb (1, 2, 4, 5, 7, 8, 10, 14, 16) in the occupancy table.
+// Index of a ring width nb (kRingWidths) in the occupancy table.
 int nb_index(int nb) { return nb == 5 ? 5 : nb == 7 ? 6 : nb == 10 ? 7 : nb == 14 ? 8 : log2_small(nb); }
 
 // Resident CTAs per SM of config c (0 if it cannot run).
@@ -874,7 +882,7 @@ int4mm_status prepare_decode_records(const void *scales, const void *zero_c, int
 namespace {
 
 // Shared-memory-ring defaults for M <= 16 on weights of 16 MiB and more
-// where channel_register_config does not apply (grouped weights, M = 9-16)
+// where scored_register_config does not apply (grouped weights, M = 9-16)
 // (measured on H200, benchmarks/NOTES.md, v8; mt = 2 for M = 9-16: v9, the
 // same scores, nb >= 2, grouped nb <= 8; v20: the same scores over the
 // widths 5, 7, 10 and 14 too, which the balance term takes where N / 16 has
@@ -911,7 +919,7 @@ int4mm_status ring_config(const MatmulProblem &p, const DeviceAttrs &attrs, int 
     const double target = 7e6 * bw / 4.9e12, chunk_target = grouped ? 8192.0 : 4096.0;
     DecodeConfig best;
     double best_score = 0.0;
-    for (int nb : {1, 2, 4, 5, 7, 8, 10, 14, 16}) {
+    for (int nb : kRingWidths) {
         if (n16 % nb != 0 || (mt == 2 && (nb < 2 || (grouped && nb > 8)))) continue;
         for (int u : {4, 8}) {
             if (gsteps % u != 0) continue;
@@ -1044,30 +1052,55 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
     return INT4MM_OK;
 }
 
-// Register-ring defaults for per-channel weights at M <= 8 from 12 MiB up
-// (measured on H200, benchmarks/NOTES.md v16: after v16's kernel changes
-// the register ring matched the shared-memory ring on 28672 x 8192 and beat
-// it on the other 15 per-channel shapes swept at M = 1, by 5-31% on most,
-// and on all 12 cases at M = 2-8).  Every (nb, u, wk, ks) whose grid is
+// Register-ring defaults at M <= 8 for per-channel weights from 12 MiB up
+// and for grouped weights under 16 MiB.  Every (nb, u, wk, ks) whose grid is
 // resident in one wave, with at least u k16 steps per warp, is scored and
 // the lowest score wins (ties: more warps per CTA, then fewer CTAs per
-// cluster, then the first in the order below):
-//     |log2(bytes in flight / 4 MB)|     N/16 * 128 * u * wk * ks bytes: one
-//                                        chunk ahead per warp
-//   + 3 log2(32 / k16 steps per warp)    if under 32
-//   + log2(steps per warp / 128) / 2     if over 128 (long runs: split K)
-//   + 1 if nb * u == 4                   (512-byte chunks)
-//   + 1/2 if M > 1 and nb < 4            (x reused by fewer blocks)
-// Fitted to the exhaustive register-ring sweeps of 28 shape / M
-// combinations (M = 1, 2, 4, 8; 11-224 MB): 0.2% slower than each sweep's
-// best on average, 2.1% at worst (benchmarks/results/h200-decode-v16.txt).
-int4mm_status channel_register_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
-    const int n16 = p.N / 16, ksteps = p.K / 16, sms = attrs.sms;
+// cluster, then the first in the order below).  The terms, with their
+// weights per kind (RegisterWeights: per-channel / grouped):
+//     |log2(bytes in flight / T)|       N/16 * 128 * u * wk * ks bytes: one
+//                                       chunk ahead per warp; T = 4 / 2.5 MB
+//   + a log2(32 / k16 steps per warp)   if under 32; a = 3 / 1
+//   + log2(steps per warp / 128) / 2    if over 128 (long runs: split K)
+//   + 1 if nb * u == 4                  (512-byte chunks)
+//   + 1/2 if M > 1 and nb < 4           (x reused by fewer blocks)
+//   + b (1 / balance - 1)               CTAs per SM: mean / busiest; b = 0 /
+//                                       1/4 (at most one CTA per SM), 1/2
+//   + c if ks = 4                       c = 0 / 1
+//   + d log2(8 / wk)                    d = 0 / 2
+//   + e if u = 4 where the groups allow 8   e = 0 / 1
+//   - f log2(mean warps per SM / 8)     if over 8; f = 0 / 1/2
+// Per-channel (H200, benchmarks/NOTES.md v16: after v16's kernel changes
+// the register ring matched the shared-memory ring on 28672 x 8192 and beat
+// it on the other 15 per-channel shapes swept at M = 1, by 5-31% on most,
+// and on all 12 cases at M = 2-8): fitted to the exhaustive register-ring
+// sweeps of 28 shape / M combinations (M = 1, 2, 4, 8; 11-224 MB), 0.2%
+// slower than each sweep's best on average, 2.1% at worst
+// (benchmarks/results/h200-decode-v16.txt).  Grouped (H200, v23, with the
+// scale records): fitted to the register-ring sweeps of 88 shape / M / G
+// combinations (0.5-14 MiB, M = 1, 2, 4, 8, G = 64, 128, 256), 2.0% slower
+// than each sweep's best on average, 17.5% at worst (2048^2, 3.3 against
+// 2.8 us); against register_ring_config's picks, which grouped weights took
+// there before, 3-40% faster on 20 of 26 cases timed both ways, 2-3% slower
+// on 3, 9% on 5120^2 G = 64 (benchmarks/results/h200-decode-v23.txt).
+// benchmarks/decode_harness/fit_register_defaults.py is the Python twin.
+struct RegisterWeights {
+    double target, short_runs, balance_one, balance_more, ks4, few_warps, short_u, warps;
+};
+constexpr RegisterWeights kChannelWeights{4e6, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+constexpr RegisterWeights kGroupedWeights{2.5e6, 1.0, 0.25, 0.5, 1.0, 2.0, 1.0, 0.5};
+
+int4mm_status scored_register_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
+    const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16, sms = attrs.sms;
+    const bool grouped = p.group_size != p.K;
+    const RegisterWeights &w = grouped ? kGroupedWeights : kChannelWeights;
+    const int max_u = gsteps % 8 == 0 ? 8 : 4;
     DecodeConfig best;
     double best_score = 0.0;
     for (int nb : {1, 2, 4}) {
         if (n16 % nb != 0) continue;
         for (int u : {4, 8}) {
+            if (gsteps % u != 0) continue;
             for (int wk : {2, 4, 8}) {
                 for (int ks : {1, 2, 4}) {
                     if (ks > 1 && attrs.major < 9) continue;
@@ -1075,16 +1108,23 @@ int4mm_status channel_register_config(const MatmulProblem &p, const DeviceAttrs 
                     if (spw < u) continue;
                     const DecodeConfig c{nb, 1, u, wk, ks, 0};
                     int per_sm = 0;
-                    int4mm_status st = blocks_per_sm(device, p.dtype, false, c, &per_sm);
+                    int4mm_status st = blocks_per_sm(device, p.dtype, grouped, c, &per_sm);
                     if (st != INT4MM_OK) return st;
                     const int64_t ctas = int64_t(n16 / nb) * ks;
                     if (per_sm == 0 || ctas > int64_t(per_sm) * sms) continue;
                     const double in_flight = double(n16) * 128.0 * u * wk * ks;
-                    double score = std::fabs(std::log2(in_flight / 4e6));
-                    if (spw < 32) score += 3.0 * std::log2(32 / spw);
+                    const double balance = (double(ctas) / sms) / double((ctas + sms - 1) / sms);
+                    const double warps_per_sm = double(ctas) * wk / sms;
+                    double score = std::fabs(std::log2(in_flight / w.target));
+                    if (spw < 32) score += w.short_runs * std::log2(32 / spw);
                     if (spw > 128) score += 0.5 * std::log2(spw / 128);
                     if (nb * u == 4) score += 1.0;
                     if (p.M > 1 && nb < 4) score += 0.5;
+                    score += (ctas <= sms ? w.balance_one : w.balance_more) * (1.0 / balance - 1.0) +
+                             w.few_warps * std::log2(8.0 / wk);
+                    if (ks == 4) score += w.ks4;
+                    if (u < max_u) score += w.short_u;
+                    if (warps_per_sm > 8) score -= w.warps * std::log2(warps_per_sm / 8);
                     const bool better = best.nb == 0 || score < best_score - 1e-9 ||
                                         (std::fabs(score - best_score) <= 1e-9 &&
                                          (wk > best.wk || (wk == best.wk && ks < best.ks)));
@@ -1109,6 +1149,16 @@ struct ConfigCacheEntry {
 constexpr int kConfigCacheSize = 16;
 thread_local ConfigCacheEntry t_config_cache[kConfigCacheSize];
 thread_local int t_config_next = 0;
+
+// register_ring_config's pick for p with its grid size (CTAs) and resident
+// CTAs per SM: the grouped rules of decode_default_config test its wave.
+int4mm_status register_ring_grid(const MatmulProblem &p, int device, DecodeConfig *reg, int64_t *ctas, int *per_sm) {
+    int4mm_status st = register_ring_config(p, device, reg);
+    if (st != INT4MM_OK) return st;
+    if ((st = blocks_per_sm(device, p.dtype, p.group_size != p.K, *reg, per_sm)) != INT4MM_OK) return st;
+    *ctas = int64_t(p.N / 16 / reg->nb) * reg->ks;
+    return INT4MM_OK;
+}
 
 }  // namespace
 
@@ -1157,10 +1207,10 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     // M = 4 / 8: 35.1 / 37.7 -> 32.5 / 32.9 us).
     if (rows == 1 && grouped && attrs.major >= 8 && bytes >= (int64_t(16) << 20)) {
         DecodeConfig reg;
+        int64_t ctas = 0;
         int per_sm = 0;
-        if ((st = register_ring_config(p, device, &reg)) != INT4MM_OK) return st;
-        if ((st = blocks_per_sm(device, p.dtype, grouped, reg, &per_sm)) != INT4MM_OK) return st;
-        const int64_t ctas = int64_t(p.N / 16 / reg.nb) * reg.ks, sms = attrs.sms;
+        if ((st = register_ring_grid(p, device, &reg, &ctas, &per_sm)) != INT4MM_OK) return st;
+        const int64_t sms = attrs.sms;
         const bool wave = (10 * ctas >= 9 * sms && ctas <= sms) || (10 * ctas >= 16 * sms && ctas <= 2 * sms);
         if (wave && ctas <= int64_t(per_sm) * sms) {
             cfg = reg;
@@ -1182,16 +1232,18 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
     // 62%: 14336 x 4096, 16384 x 4096).
     if (rows == 2 && grouped && attrs.major >= 8 && bytes >= (int64_t(16) << 20)) {
         DecodeConfig reg;
+        int64_t ctas = 0;
         int per_sm = 0;
-        if ((st = register_ring_config(p, device, &reg)) != INT4MM_OK) return st;
-        if ((st = blocks_per_sm(device, p.dtype, grouped, reg, &per_sm)) != INT4MM_OK) return st;
-        const int64_t ctas = int64_t(p.N / 16 / reg.nb) * reg.ks;
+        if ((st = register_ring_grid(p, device, &reg, &ctas, &per_sm)) != INT4MM_OK) return st;
         if (10 * ctas >= 9 * int64_t(attrs.sms) && ctas <= int64_t(per_sm) * attrs.sms &&
             p.K / 16 <= 64 * reg.wk * reg.ks)
             cfg = reg;
     }
-    if (cfg.nb == 0 && rows == 1 && !grouped && attrs.major >= 8 && bytes >= (int64_t(12) << 20) &&
-        (st = channel_register_config(p, attrs, device, &cfg)) != INT4MM_OK)
+    // Per-channel weights at M <= 8 from 12 MiB, grouped ones under 16 MiB
+    // (v23).
+    if (cfg.nb == 0 && rows == 1 && attrs.major >= 8 &&
+        (grouped ? bytes < (int64_t(16) << 20) : bytes >= (int64_t(12) << 20)) &&
+        (st = scored_register_config(p, attrs, device, &cfg)) != INT4MM_OK)
         return st;
     if (cfg.nb == 0 && (rows == 1 || (rows == 2 && aligned)) && attrs.major >= 8 && bytes >= (int64_t(16) << 20) &&
         (st = ring_config(p, attrs, device, rows, &cfg)) != INT4MM_OK)
@@ -1244,11 +1296,9 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
     // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4);
-    // shared-memory ring nb 1, 2, 4, 5, 7, 8, 10, 14, 16 (pick_kernel).
+    // shared-memory ring nb in kRingWidths (pick_kernel).
     const bool grouped = p.group_size != p.K;
-    const bool ring_nb = cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4 || cfg.nb == 5 || cfg.nb == 7 || cfg.nb == 8 ||
-                         cfg.nb == 10 || cfg.nb == 14 || cfg.nb == 16;
-    const bool tile_ok = cfg.stages > 0 ? ring_nb && (cfg.mt == 1 || (cfg.mt == 2 && cfg.nb >= 2 && (!grouped || cfg.nb <= 8)))
+    const bool tile_ok = cfg.stages > 0 ? is_ring_width(cfg.nb) && (cfg.mt == 1 || (cfg.mt == 2 && cfg.nb >= 2 && (!grouped || cfg.nb <= 8)))
                                         : (cfg.mt == 1 || cfg.mt == 2 || cfg.mt == 4) && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4) &&
                                               cfg.nb * cfg.mt <= (cfg.mt == 4 ? 4 : 8);
     if (!tile_ok || n16 % cfg.nb != 0 || (cfg.u != 4 && cfg.u != 8) || gsteps % cfg.u != 0 || cfg.wk < 1 ||
