@@ -1081,8 +1081,8 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
 // combinations (0.5-14 MiB, M = 1, 2, 4, 8, G = 64, 128, 256), 2.0% slower
 // than each sweep's best on average, 17.5% at worst (2048^2, 3.3 against
 // 2.8 us); against register_ring_config's picks, which grouped weights took
-// there before, 3-40% faster on 20 of 26 cases timed both ways, 2-3% slower
-// on 3, 9% on 5120^2 G = 64 (benchmarks/results/h200-decode-v23.txt).
+// there before, 3-40% faster on 17 of 26 cases timed both ways, within 3%
+// on 8, 9% slower on 5120^2 G = 64 (benchmarks/results/h200-decode-v23.txt).
 // benchmarks/decode_harness/fit_register_defaults.py is the Python twin.
 struct RegisterWeights {
     double target, short_runs, balance_one, balance_more, ks4, few_warps, short_u, warps;
