@@ -649,12 +649,6 @@ KernelFn<T> pick_u(int u, bool grouped) {
     return grouped ? kernel_or_null<T, NB, MT, 4, true, ASYNC>() : kernel_or_null<T, NB, MT, 4, false, ASYNC>();
 }
 
-// The kernel of a (validated) config; nullptr where none is built.  Register
-// ring: nb 1, 2, 4 with nb * mt <= 8, and 4 with mt = 4 (larger tiles spill).
-// Shared-memory ring: nb 1, 2, 4, 8, 16 and 5, 7, 10, 14 (N / 16 with a
-// factor 5 or 7 in one wave of 128 or 256 CTAs: benchmarks/NOTES.md, v20),
-// mt = 1 with nb 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8
-// (grouped).
 constexpr int kRingWidths[] = {1, 2, 4, 5, 7, 8, 10, 14, 16};  // shared-memory ring nb (pick_kernel)
 
 bool is_ring_width(int nb) {
@@ -663,6 +657,12 @@ bool is_ring_width(int nb) {
     return false;
 }
 
+// The kernel of a (validated) config; nullptr where none is built.  Register
+// ring: nb 1, 2, 4 with nb * mt <= 8, and 4 with mt = 4 (larger tiles spill).
+// Shared-memory ring: nb 1, 2, 4, 8, 16 and 5, 7, 10, 14 (N / 16 with a
+// factor 5 or 7 in one wave of 128 or 256 CTAs: benchmarks/NOTES.md, v20),
+// mt = 1 with nb 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8
+// (grouped).
 template <class T>
 KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
     if (c.stages > 0 && c.mt == 2) {
