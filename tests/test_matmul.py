@@ -348,12 +348,14 @@ def _sampled_columns(N, width):
     return np.array(cols[: len(cols) - len(cols) % 8])
 
 
-# (K, N, G, rows): on a 132-SM Hopper GPU the decode defaults take ring widths
-# 5, 7, 10 or 14 at these row counts (H200: 8960 -> 5, 14336 -> 7, 20480 -> 10
-# and 5, 28672 -> 14 and 7; 8192 x 28672 per-channel at M <= 4: the ring, 14),
-# except where the register ring's grid is one balanced wave (grouped 4096 x
-# 14336 takes the register ring at every M <= 16 since v22: no case here;
-# test_matmul_prepared_large_decode checks grouped register-ring grids).
+# (K, N, G, rows): on a 132-SM Hopper GPU the decode defaults take 5, 7, 10
+# or 14 column blocks per CTA at these row counts (H200: 8960 -> 5, 14336 ->
+# 7, 20480 -> 10 and 5, 28672 -> 14 and 7; 8192 x 28672 per-channel at
+# M <= 4: the shared-memory ring, 14).  Grouped weights at M <= 8 take the
+# register ring with 5 or 7 blocks since v24, M = 9-16 the shared-memory
+# ring (grouped 4096 x 14336 takes the register ring at M = 9-16 since v22:
+# no case here; test_matmul_prepared_large_decode checks other grouped
+# register-ring grids).
 RING_WIDTH_CASES = [
     (4096, 8960, 128, (1, 3, 12, 16)),
     (4096, 8960, None, (12, 16)),
@@ -368,16 +370,18 @@ RING_WIDTH_CASES = [
 @pytest.mark.parametrize("K,N,G,ms", RING_WIDTH_CASES,
                          ids=[f"{k}x{n}-g{g or 'chan'}" for k, n, g, _ in RING_WIDTH_CASES])
 def test_matmul_prepared_ring_widths(K, N, G, ms):
-    """Weights whose N / 16 has a factor 5 or 7: the decode kernel's
-    shared-memory ring takes 5, 7, 10 or 14 column blocks per CTA there (one
-    wave of 128 or 256 CTAs; benchmarks/NOTES.md v20), and per-channel weights
-    at M <= 4 take the ring instead of the register ring when it is 14 blocks
-    wide with 64 or more k16 steps per warp.  Each row count's configuration
-    comes from chosen_config; the outputs are checked against float64 on
-    sampled columns (every block, and all of the first and last CTA's), every
-    cell against the NaN poison.  On a 132-SM Hopper GPU every ring
-    configuration here must use one of the new widths (which ones depends on
-    the DRAM bandwidth the device reports: the H200's are in the table)."""
+    """Weights whose N / 16 has a factor 5 or 7: the decode kernel takes 5,
+    7, 10 or 14 column blocks per CTA there (one wave of 128 or 256 CTAs):
+    the shared-memory ring at M = 9-16 (benchmarks/NOTES.md v20), the
+    register ring with 5 or 7 blocks for grouped weights at M <= 8 (v24), and
+    per-channel weights at M <= 4 take the shared-memory ring instead of the
+    register ring when it is 14 blocks wide with 64 or more k16 steps per
+    warp.  Each row count's configuration comes from chosen_config; the
+    outputs are checked against float64 on sampled columns (every block, and
+    all of the first and last CTA's), every cell against the NaN poison.  On
+    a 132-SM Hopper GPU every configuration here must use one of those widths
+    (which ones depends on the DRAM bandwidth the device reports: the H200's
+    are in the table)."""
     fw = framework("torch")
     w = ref.random_weights(K, N, group_size=G, seed=K + N + (G or 0))
     p = int4mm.prepare(*device_weights(fw, w)[:3])
@@ -398,11 +402,13 @@ def test_matmul_prepared_ring_widths(K, N, G, ms):
 
     if torch.cuda.get_device_properties(0).multi_processor_count != 132:
         pytest.skip("outputs checked; the widths asserted here are for 132-SM Hopper GPUs")
-    ring = {M: c for M, c in configs.items() if c is not None and c["stages"] > 0}
-    assert ring, configs
-    assert all(c["nb"] in (5, 7, 10, 14) for c in ring.values()), configs
-    # Per-channel rows <= 4 go to the ring only with 14 blocks per CTA.
-    assert all(c["nb"] == 14 for M, c in ring.items() if G is None and M <= 4), configs
+    assert all(c is not None and c["nb"] in (5, 7, 10, 14) for c in configs.values()), configs
+    # Grouped rows <= 8: the register ring (5 or 7 blocks); rows 9-16: the
+    # shared-memory ring.
+    assert all(c["stages"] == 0 and c["nb"] in (5, 7) for M, c in configs.items() if G is not None and M <= 8), configs
+    assert all(c["stages"] > 0 for M, c in configs.items() if M > 8), configs
+    # Per-channel rows <= 4 go to the shared-memory ring only with 14 blocks per CTA.
+    assert all(c["stages"] > 0 and c["nb"] == 14 for M, c in configs.items() if G is None and M <= 4), configs
 
 
 @pytest.mark.parametrize("M", [1, 12])

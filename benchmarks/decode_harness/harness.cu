@@ -7,6 +7,7 @@
 //   ./harness m1 | g1 | m16   one-pass sweeps (g1: M = 1, G = 128)
 //   SHAPES="K,N,M,G ..." ./harness shapes   the same sweep on those shapes
 //   DEFAULTS_ONLY=1 times the default config only (DCFG="nb,mt,u,wk,ks,stages": that config instead)
+//   ONLY57=1 ./harness check   only the 5- and 7-block register-ring configs (v24)
 //   ./harness host       host cost per call of a launch and of the decode entry (tiny shape)
 //   ANY_MT=1 sweeps every row tiling (mt = 1, 2, 4) whatever M is, not only the smallest that holds M
 //   STAGES="0 2 3" adds the shared-memory-ring kernels to a sweep (0: registers;
@@ -413,7 +414,8 @@ int main(int argc, char **argv) {
                 Case cs; cs.sh = sh; cs.bf16 = bf; setup(cs, false);
                 for (int nb : {1, 2, 4, 5, 7, 8, 10, 14, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {1, 3, 8}) for (int ks : {1, 3}) for (int stg : {0, 2, 5}) {
                     if (quick && (stg == 0 || wk == 3 || (nb != 1 && nb != 2 && nb != 16))) continue;  // nb 1, 2 and 16
-                    if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+                    if (getenv("ONLY57") && (stg != 0 || (nb != 5 && nb != 7))) continue;  // the 5- and 7-block register ring (v24)
+                    if ((stg == 0 && (nb > 4 ? mt != 1 || (nb != 5 && (nb != 7 || u != 4)) : nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
                     DecodeConfig cfg{nb, mt, u, wk, ks, stg};
                     int per_sm = 0;
                     if (stg > 0 && (blocks_per_sm(0, cs.bf16 ? INT4MM_DTYPE_BF16 : INT4MM_DTYPE_FP16, sh.G != sh.K, cfg, &per_sm) != INT4MM_OK || per_sm == 0)) continue;
@@ -503,7 +505,7 @@ int main(int argc, char **argv) {
         float best = 1e30; DecodeConfig bc{};
         std::string line;
         for (int stg : stage_list) for (int nb : {1, 2, 4, 5, 7, 8, 10, 14, 16}) for (int mt : {1, 2, 4}) for (int u : {4, 8}) for (int wk : {2, 4, 8}) for (int ks : {1, 2, 4}) {
-            if ((stg == 0 && (nb > 4 || nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
+            if ((stg == 0 && (nb > 4 ? mt != 1 || (nb != 5 && (nb != 7 || u != 4)) : nb * mt > (mt == 4 ? 4 : 8))) || (stg > 0 && (mt == 4 || (mt == 2 && nb == 1))) || (sh.N / 16) % nb || (sh.G / 16) % u) continue;
             if (!getenv("ANY_MT") && mt != (sh.M <= 8 ? 1 : sh.M <= 16 ? 2 : 4)) continue;  // ANY_MT: every row tiling
             DecodeConfig cfg{nb, mt, u, wk, ks, stg};
             int per_sm = 0;

@@ -658,7 +658,9 @@ bool is_ring_width(int nb) {
 }
 
 // The kernel of a (validated) config; nullptr where none is built.  Register
-// ring: nb 1, 2, 4 with nb * mt <= 8, and 4 with mt = 4 (larger tiles spill).
+// ring: nb 1, 2, 4 with nb * mt <= 8, and 4 with mt = 4 (larger tiles spill);
+// nb 5 and 7 with mt = 1 (7 with u = 4 only: N / 16 with a factor 5 or 7 in
+// one balanced wave, benchmarks/NOTES.md, v24).
 // Shared-memory ring: nb 1, 2, 4, 8, 16 and 5, 7, 10, 14 (N / 16 with a
 // factor 5 or 7 in one wave of 128 or 256 CTAs: benchmarks/NOTES.md, v20),
 // mt = 1 with nb 1 .. 16, mt = 2 with nb 2 .. 16 (per-channel) or 2 .. 8
@@ -690,6 +692,10 @@ KernelFn<T> pick_kernel(const DecodeConfig &c, bool grouped) {
             default: return pick_u<T, 1, 1, true>(c.u, grouped);
         }
     }
+    if (c.nb == 7) {  // mt = 1, u = 4 (launch_matmul_decode checks)
+        return grouped ? kernel_or_null<T, 7, 1, 4, true, false>() : kernel_or_null<T, 7, 1, 4, false, false>();
+    }
+    if (c.nb == 5) return pick_u<T, 5, 1, false>(c.u, grouped);
     if (c.nb == 4) return c.mt == 2 ? pick_u<T, 4, 2, false>(c.u, grouped) : pick_u<T, 4, 1, false>(c.u, grouped);
     if (c.nb == 2) return c.mt == 2 ? pick_u<T, 2, 2, false>(c.u, grouped) : pick_u<T, 2, 1, false>(c.u, grouped);
     if (c.mt == 4) return pick_u<T, 1, 4, false>(c.u, grouped);
@@ -1053,54 +1059,64 @@ int4mm_status register_ring_config(const MatmulProblem &p, int device, DecodeCon
 }
 
 // Register-ring defaults at M <= 8 for per-channel weights from 12 MiB up
-// and for grouped weights under 16 MiB.  Every (nb, u, wk, ks) whose grid is
+// and for every grouped weight.  Every (nb, u, wk, ks) whose grid is
 // resident in one wave, with at least u k16 steps per warp, is scored and
 // the lowest score wins (ties: more warps per CTA, then fewer CTAs per
-// cluster, then the first in the order below).  The terms, with their
-// weights per kind (RegisterWeights: per-channel / grouped):
+// cluster, then the first in the order below).  Per-channel weights take
+// nb 1, 2, 4, grouped ones 1, 2, 4, 5, 7 (5 and 7 give N / 16 with those
+// factors one balanced wave).  The terms, with their weights per kind
+// (RegisterWeights: per-channel / grouped under 16 MiB / grouped from 16 MiB):
 //     |log2(bytes in flight / T)|       N/16 * 128 * u * wk * ks bytes: one
-//                                       chunk ahead per warp; T = 4 / 2.5 MB
-//   + a log2(32 / k16 steps per warp)   if under 32; a = 3 / 1
+//                                       chunk ahead per warp; T = 4 / 2 / 4 MB
+//   + a log2(32 / k16 steps per warp)   if under 32; a = 3 / 0 / 0
+//   + h log2(F / chunks per warp)       if under F (the ring's start and end
+//                                       are not overlapped); F = - / 2 / 6,
+//                                       h = 0 / 1 / 1/2
 //   + log2(steps per warp / 128) / 2    if over 128 (long runs: split K)
 //   + 1 if nb * u == 4                  (512-byte chunks)
 //   + 1/2 if M > 1 and nb < 4           (x reused by fewer blocks)
+//   + n if M = 1 and nb < 4             n = 0 / 0 / 1/2 (16384^2 G = 128:
+//                                       nb2 and nb4 scored the same, 40.4
+//                                       and 35.2 us)
 //   + b (1 / balance - 1)               CTAs per SM: mean / busiest; b = 0 /
-//                                       1/4 (at most one CTA per SM), 1/2
-//   + c if ks = 4                       c = 0 / 1
-//   + d log2(8 / wk)                    d = 0 / 2
-//   + e if u = 4 where the groups allow 8   e = 0 / 1
-//   - f log2(mean warps per SM / 8)     if over 8; f = 0 / 1/2
+//                                       1 / 1/4 (at most one CTA per SM),
+//                                       0 / 1 / 1/2 (more)
+//   + c if ks = 4                       c = 0 / 1 / 1
+//   + d log2(8 / wk)                    d = 0 / 2 / 0
+//   + e if u = 4 where the groups allow 8   e = 0 / 1/2 / 0
 // Per-channel (H200, benchmarks/NOTES.md v16: after v16's kernel changes
 // the register ring matched the shared-memory ring on 28672 x 8192 and beat
 // it on the other 15 per-channel shapes swept at M = 1, by 5-31% on most,
 // and on all 12 cases at M = 2-8): fitted to the exhaustive register-ring
 // sweeps of 28 shape / M combinations (M = 1, 2, 4, 8; 11-224 MB), 0.2%
 // slower than each sweep's best on average, 2.1% at worst
-// (benchmarks/results/h200-decode-v16.txt).  Grouped (H200, v23, with the
-// scale records): fitted to the register-ring sweeps of 88 shape / M / G
-// combinations (0.5-14 MiB, M = 1, 2, 4, 8, G = 64, 128, 256), 2.0% slower
-// than each sweep's best on average, 17.5% at worst (2048^2, 3.3 against
-// 2.8 us); against register_ring_config's picks, which grouped weights took
-// there before, 3-40% faster on 17 of 26 cases timed both ways, within 3%
-// on 8, 9% slower on 5120^2 G = 64 (benchmarks/results/h200-decode-v23.txt).
+// (benchmarks/results/h200-decode-v16.txt).  Grouped (H200, v24, with the
+// scale records and the 5- and 7-block register ring): fitted to the sweeps
+// of v23 (88 cases, 0.5-14 MiB, nb <= 4) and v23's call 6 (47 grouped cases
+// whose N / 16 has a factor 5 or 7, both rings), and checked on v24's sweeps
+// of the large shapes (benchmarks/results/h200-decode-v24.txt).
 // benchmarks/decode_harness/fit_register_defaults.py is the Python twin.
 struct RegisterWeights {
-    double target, short_runs, balance_one, balance_more, ks4, few_warps, short_u, warps;
+    double target, short_steps;
+    int chunk_floor;
+    double short_chunks, balance_one, balance_more, ks4, few_warps, short_u, narrow;
 };
-constexpr RegisterWeights kChannelWeights{4e6, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-constexpr RegisterWeights kGroupedWeights{2.5e6, 1.0, 0.25, 0.5, 1.0, 2.0, 1.0, 0.5};
+constexpr RegisterWeights kChannelWeights{4e6, 3.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+constexpr RegisterWeights kGroupedSmallWeights{2e6, 0.0, 2, 1.0, 1.0, 1.0, 1.0, 2.0, 0.5, 0.0};
+constexpr RegisterWeights kGroupedLargeWeights{4e6, 0.0, 6, 0.5, 0.25, 0.5, 1.0, 0.0, 0.0, 0.5};
 
 int4mm_status scored_register_config(const MatmulProblem &p, const DeviceAttrs &attrs, int device, DecodeConfig *out) {
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16, sms = attrs.sms;
     const bool grouped = p.group_size != p.K;
-    const RegisterWeights &w = grouped ? kGroupedWeights : kChannelWeights;
+    const bool large = int64_t(p.K) * p.N / 2 >= (int64_t(16) << 20);
+    const RegisterWeights &w = !grouped ? kChannelWeights : large ? kGroupedLargeWeights : kGroupedSmallWeights;
     const int max_u = gsteps % 8 == 0 ? 8 : 4;
     DecodeConfig best;
     double best_score = 0.0;
-    for (int nb : {1, 2, 4}) {
-        if (n16 % nb != 0) continue;
+    for (int nb : {1, 2, 4, 5, 7}) {
+        if (n16 % nb != 0 || (!grouped && nb > 4)) continue;
         for (int u : {4, 8}) {
-            if (gsteps % u != 0) continue;
+            if (gsteps % u != 0 || (nb == 7 && u != 4)) continue;
             for (int wk : {2, 4, 8}) {
                 for (int ks : {1, 2, 4}) {
                     if (ks > 1 && attrs.major < 9) continue;
@@ -1114,17 +1130,16 @@ int4mm_status scored_register_config(const MatmulProblem &p, const DeviceAttrs &
                     if (per_sm == 0 || ctas > int64_t(per_sm) * sms) continue;
                     const double in_flight = double(n16) * 128.0 * u * wk * ks;
                     const double balance = (double(ctas) / sms) / double((ctas + sms - 1) / sms);
-                    const double warps_per_sm = double(ctas) * wk / sms;
                     double score = std::fabs(std::log2(in_flight / w.target));
-                    if (spw < 32) score += w.short_runs * std::log2(32 / spw);
+                    if (spw < 32) score += w.short_steps * std::log2(32 / spw);
+                    if (spw < w.chunk_floor * u) score += w.short_chunks * std::log2(w.chunk_floor * u / spw);
                     if (spw > 128) score += 0.5 * std::log2(spw / 128);
                     if (nb * u == 4) score += 1.0;
-                    if (p.M > 1 && nb < 4) score += 0.5;
+                    if (nb < 4) score += p.M > 1 ? 0.5 : w.narrow;
                     score += (ctas <= sms ? w.balance_one : w.balance_more) * (1.0 / balance - 1.0) +
                              w.few_warps * std::log2(8.0 / wk);
                     if (ks == 4) score += w.ks4;
                     if (u < max_u) score += w.short_u;
-                    if (warps_per_sm > 8) score -= w.warps * std::log2(warps_per_sm / 8);
                     const bool better = best.nb == 0 || score < best_score - 1e-9 ||
                                         (std::fabs(score - best_score) <= 1e-9 &&
                                          (wk > best.wk || (wk == best.wk && ks < best.ks)));
@@ -1151,7 +1166,7 @@ thread_local ConfigCacheEntry t_config_cache[kConfigCacheSize];
 thread_local int t_config_next = 0;
 
 // register_ring_config's pick for p with its grid size (CTAs) and resident
-// CTAs per SM: the grouped rules of decode_default_config test its wave.
+// CTAs per SM: decode_default_config's grouped M = 9-16 rule tests its wave.
 int4mm_status register_ring_grid(const MatmulProblem &p, int device, DecodeConfig *reg, int64_t *ctas, int *per_sm) {
     int4mm_status st = register_ring_config(p, device, reg);
     if (st != INT4MM_OK) return st;
@@ -1194,33 +1209,40 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
         if ((st = ring_config(p, attrs, device, 1, &ring)) != INT4MM_OK) return st;
         if (ring.nb == 14 && p.K / 16 >= 64 * ring.wk * ring.ks) cfg = ring;
     }
-    // Grouped weights at M <= 8 (with the scale records, v22) whose
-    // register-ring grid (register_ring_config: four blocks per CTA) is one
-    // balanced wave: 90-100% of the SMs, or 1.6-2 CTAs per SM.  The register
-    // ring there (H200, v22, M = 1, G = 128: 8192^2 12.5 -> 10.8 us, 16384^2
-    // 37.3 -> 35.4, 28672 x 8192 32.8 -> 31.7, 4096 x 14336 11.1 -> 10.4,
-    // 14336 x 4096 11.8 -> 10.6, 11008 x 4096 10.4 -> 9.4; M = 2-8 the same
-    // way); with 2.4-3.4 CTAs per SM (5120 x 20480, 20480 x 5120, 8192 x
-    // 28672) the shared-memory ring's 10-, 5- and 14-block rows stayed ahead
-    // by 3-7%.  At M = 2-8, eight warps with more than 128 k16 steps each on
-    // one CTA per SM become four warps and a K split of two (28672 x 8192,
-    // M = 4 / 8: 35.1 / 37.7 -> 32.5 / 32.9 us).
-    if (rows == 1 && grouped && attrs.major >= 8 && bytes >= (int64_t(16) << 20)) {
-        DecodeConfig reg;
-        int64_t ctas = 0;
-        int per_sm = 0;
-        if ((st = register_ring_grid(p, device, &reg, &ctas, &per_sm)) != INT4MM_OK) return st;
-        const int64_t sms = attrs.sms;
-        const bool wave = (10 * ctas >= 9 * sms && ctas <= sms) || (10 * ctas >= 16 * sms && ctas <= 2 * sms);
-        if (wave && ctas <= int64_t(per_sm) * sms) {
-            cfg = reg;
-            if (p.M > 1 && reg.wk == 8 && reg.ks == 1 && ctas <= sms && p.K / 16 > 128 * 8 && attrs.major >= 9) {
-                DecodeConfig split = reg;
-                split.wk = 4;
-                split.ks = 2;
-                if ((st = blocks_per_sm(device, p.dtype, grouped, split, &per_sm)) != INT4MM_OK) return st;
-                if (2 * ctas <= int64_t(per_sm) * sms) cfg = split;
-            }
+    // Grouped weights at M <= 8: the scored register ring (v23 under 16 MiB;
+    // v24 from 16 MiB, with 5 and 7 blocks per CTA, where v22 took the
+    // register ring only for grids of one balanced wave of four-block CTAs
+    // and the shared-memory ring elsewhere).  At M = 2-8, eight warps with
+    // more than 128 k16 steps each on one CTA per SM become four warps and a
+    // K split of two (v22: 28672 x 8192, M = 4 / 8: 35.1 / 37.7 -> 32.5 /
+    // 32.9 us).
+    if (rows == 1 && grouped && attrs.major >= 8) {
+        if ((st = scored_register_config(p, attrs, device, &cfg)) != INT4MM_OK) return st;
+        // Groups of 64 (chunks of 4 k16 steps only) from 16 MiB where the
+        // register ring's pick has under 3 MB in flight: the shared-memory
+        // ring if its pick (ring_config) has twice that in flight without a
+        // K split of 4 (its 8- to 16-block chunks; H200, v24, M = 1: 16384^2
+        // 56.2 -> 39.3 us, 28672 x 8192 41.9 -> 38.6, 5120 x 20480 21.8 ->
+        // 18.8, 8192^2 13.4 both; at M = 8 8192^2 13.8 -> 14.6.  The
+        // register ring stayed ahead where the ring's pick had as much in
+        // flight (4096 x 11008) or a split of 4 (20480 x 5120), or its own
+        // had 3.7 MB (8192 x 28672, 4096 x 14336)).
+        auto in_flight = [&](const DecodeConfig &c) { return int64_t(p.N / 16) * 128 * c.u * c.wk * c.ks; };
+        if (cfg.nb > 0 && (p.group_size / 16) % 8 != 0 && bytes >= (int64_t(16) << 20) &&
+            in_flight(cfg) < 3000000) {
+            DecodeConfig ring;
+            if ((st = ring_config(p, attrs, device, 1, &ring)) != INT4MM_OK) return st;
+            if (ring.nb > 0 && ring.ks <= 2 && in_flight(ring) >= 2 * in_flight(cfg)) cfg = ring;
+        }
+        const int64_t ctas = int64_t(p.N / 16 / std::max(cfg.nb, 1)) * cfg.ks;
+        if (cfg.nb > 0 && cfg.stages == 0 && p.M > 1 && cfg.wk == 8 && cfg.ks == 1 && ctas <= attrs.sms &&
+            p.K / 16 > 128 * 8 && attrs.major >= 9) {
+            DecodeConfig split = cfg;
+            split.wk = 4;
+            split.ks = 2;
+            int per_sm = 0;
+            if ((st = blocks_per_sm(device, p.dtype, grouped, split, &per_sm)) != INT4MM_OK) return st;
+            if (2 * ctas <= int64_t(per_sm) * attrs.sms) cfg = split;
         }
     }
     // Grouped weights at M = 9-16 whose register-ring grid (register_ring_config:
@@ -1239,10 +1261,8 @@ int4mm_status decode_default_config(const MatmulProblem &p, int device, DecodeCo
             p.K / 16 <= 64 * reg.wk * reg.ks)
             cfg = reg;
     }
-    // Per-channel weights at M <= 8 from 12 MiB, grouped ones under 16 MiB
-    // (v23).
-    if (cfg.nb == 0 && rows == 1 && attrs.major >= 8 &&
-        (grouped ? bytes < (int64_t(16) << 20) : bytes >= (int64_t(12) << 20)) &&
+    // Per-channel weights at M <= 8 from 12 MiB (v16).
+    if (cfg.nb == 0 && rows == 1 && !grouped && attrs.major >= 8 && bytes >= (int64_t(12) << 20) &&
         (st = scored_register_config(p, attrs, device, &cfg)) != INT4MM_OK)
         return st;
     if (cfg.nb == 0 && (rows == 1 || (rows == 2 && aligned)) && attrs.major >= 8 && bytes >= (int64_t(16) << 20) &&
@@ -1295,12 +1315,15 @@ int4mm_status launch_matmul_decode(const MatmulProblem &p, cudaStream_t stream, 
     if (cfg.ks > 1 && attrs.major < 9)
         return fail(INT4MM_ERR_UNSUPPORTED, "matmul (decode): a K split over a cluster needs sm_90");
     const int n16 = p.N / 16, ksteps = p.K / 16, gsteps = p.group_size / 16;
-    // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4);
-    // shared-memory ring nb in kRingWidths (pick_kernel).
+    // Tiles: register ring nb 1, 2, 4 with nb * mt <= 8 (4 with mt = 4), 5
+    // and 7 with mt = 1 (7 with u = 4); shared-memory ring nb in kRingWidths
+    // (pick_kernel).
     const bool grouped = p.group_size != p.K;
+    const bool register_tile = ((cfg.mt == 1 || cfg.mt == 2 || cfg.mt == 4) && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4) &&
+                                cfg.nb * cfg.mt <= (cfg.mt == 4 ? 4 : 8)) ||
+                               (cfg.mt == 1 && (cfg.nb == 5 || (cfg.nb == 7 && cfg.u == 4)));
     const bool tile_ok = cfg.stages > 0 ? is_ring_width(cfg.nb) && (cfg.mt == 1 || (cfg.mt == 2 && cfg.nb >= 2 && (!grouped || cfg.nb <= 8)))
-                                        : (cfg.mt == 1 || cfg.mt == 2 || cfg.mt == 4) && (cfg.nb == 1 || cfg.nb == 2 || cfg.nb == 4) &&
-                                              cfg.nb * cfg.mt <= (cfg.mt == 4 ? 4 : 8);
+                                        : register_tile;
     if (!tile_ok || n16 % cfg.nb != 0 || (cfg.u != 4 && cfg.u != 8) || gsteps % cfg.u != 0 || cfg.wk < 1 ||
         cfg.wk > 8 || cfg.ks < 1 || cfg.ks > 8 || cfg.stages < 0 || cfg.stages == 1 || cfg.stages > 8)
         return fail(INT4MM_ERR_INVALID_ARGUMENT, "matmul (decode): bad config nb=%d mt=%d u=%d wk=%d ks=%d stages=%d",
